@@ -1,0 +1,77 @@
+"""The image (issue 3): built for this host, the pinned pieces inside, supervised, non-root."""
+
+from __future__ import annotations
+
+import configparser
+import re
+
+CONTAINER = "localai-llamacpp"
+UNIT = "/etc/systemd/system/localai-llamacpp.service"
+PROGRAMS = {"llamacpp-chat", "llamacpp-embeddings", "litellm"}
+
+
+def image_of_unit(host) -> str:
+    """The image reference the systemd unit runs (the role's stack_image_tag)."""
+    unit = host.file(UNIT).content_string
+    match = re.search(r"^\s+(localai-llamacpp:\S+)\s*$", unit, re.MULTILINE)
+    assert match, unit
+    return match.group(1)
+
+
+def test_image_exists_with_expected_tag(host):
+    """CPU build of the archive's ref: <name>:<ref>-cpu-<12 hex digest of the build context>."""
+    image = image_of_unit(host)
+    assert re.fullmatch(r"localai-llamacpp:0c1e570-cpu-[0-9a-f]{12}", image), image
+    assert host.run(f"docker image inspect {image}").rc == 0
+
+
+def test_llama_server_version_runs_in_image(host):
+    image = image_of_unit(host)
+    result = host.run(
+        f"docker run --rm --entrypoint /opt/localai/bin/llama-server {image} --version"
+    )
+    assert result.rc == 0, result.stderr
+    assert "version:" in (result.stdout + result.stderr)
+
+
+def test_litellm_imports_at_pinned_version(host):
+    image = image_of_unit(host)
+    result = host.run(
+        f"docker run --rm --entrypoint /opt/localai/venv/bin/python {image} -c "
+        "'import litellm, importlib.metadata as m; print(m.version(\"litellm\"))'"
+    )
+    assert result.rc == 0, result.stderr
+    assert result.stdout.strip() == "1.108.0"
+
+
+def test_image_user_is_not_root(host):
+    image = image_of_unit(host)
+    user = host.check_output(f"docker image inspect -f '{{{{.Config.User}}}}' {image}")
+    assert user not in ("", "0", "root"), user
+    uid = host.check_output(f"docker exec {CONTAINER} id -u")
+    assert uid != "0"
+
+
+def test_supervisor_runs_the_three_programs(host):
+    status = host.run(f"docker exec {CONTAINER} supervisorctl status")
+    running = {line.split()[0] for line in status.stdout.splitlines() if " RUNNING " in f" {line} "}
+    assert running >= PROGRAMS, status.stdout
+
+
+def test_every_log_is_bounded_by_configuration(host):
+    """Each supervised program logs to its own file in /logs with a size limit and backups."""
+    conf = configparser.RawConfigParser()
+    conf.read_string(host.file("/etc/localai-llamacpp/supervisor/programs.conf").content_string)
+    programs = {s.split(":", 1)[1]: conf[s] for s in conf.sections() if s.startswith("program:")}
+    assert set(programs) == PROGRAMS
+    for name, section in programs.items():
+        assert section["stdout_logfile"] == f"/logs/{name}.log"
+        assert section["stdout_logfile_maxbytes"] == "1MB"
+        assert section["stdout_logfile_backups"] == "2"
+        assert section["redirect_stderr"] == "true"
+    supervisord = host.check_output(f"docker exec {CONTAINER} cat /etc/localai/supervisord.conf")
+    assert re.search(r"^logfile_maxbytes\s*=\s*\d+", supervisord, re.MULTILINE), supervisord
+    logs = host.file("/var/log/localai-llamacpp")
+    assert logs.is_directory
+    for name in PROGRAMS:
+        assert host.file(f"/var/log/localai-llamacpp/{name}.log").exists

@@ -1,0 +1,131 @@
+#!/usr/bin/env bash
+# Build llama.cpp's llama-server, and only that, for the given CUDA architectures (or the CPU),
+# and install it with its shared libraries into a prefix:
+#   <prefix>/bin/llama-server
+#   <prefix>/lib/lib{llama,ggml*,mtmd,...}.so*   (found through RPATH $ORIGIN/../lib)
+#
+# One file, two users: the image's Dockerfile (stack_image role) and a person or CI job on a
+# machine without Docker (the GPU proof runs it natively on an H100). Same flags in both places.
+#
+# Usage: build-llama-server.sh [-s SRC] [-b BUILD] [-p PREFIX] [-a ARCHS] [-j JOBS]
+#   -s  llama.cpp source tree                 (env LLAMA_SRC,    default ./llama.cpp)
+#   -b  CMake build directory                 (env LLAMA_BUILD,  default <src>/build-server)
+#   -p  install prefix                        (env LLAMA_PREFIX, default /opt/localai)
+#   -a  CUDA architectures, e.g. "61" or "75;86"; "" = CPU build
+#                                             (env CUDA_ARCHITECTURES, default "")
+#   -j  parallel jobs                         (env JOBS, default: number of CPUs)
+# Env LLAMA_CPU_NATIVE=ON|OFF (CPU builds only, default ON): see the CPU branch below.
+# Env LLAMA_BUILD_COMMIT: what `llama-server --version` reports as its commit when the source
+#   is not a git checkout (an archive); git checkouts report their own.
+# Env LLAMA_EXTRA_CMAKE_FLAGS: appended to the CMake flags (word-split), for experiments.
+set -euo pipefail
+
+# What gets compiled. A constant on purpose: the image runs llama-server and nothing else, and
+# every extra target costs minutes on small build hosts.
+readonly TARGETS=(llama-server)
+
+src="${LLAMA_SRC:-./llama.cpp}"
+build="${LLAMA_BUILD:-}"
+prefix="${LLAMA_PREFIX:-/opt/localai}"
+archs="${CUDA_ARCHITECTURES:-}"
+jobs="${JOBS:-}"
+cpu_native="${LLAMA_CPU_NATIVE:-ON}"
+
+usage() { sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+
+while getopts 's:b:p:a:j:h' opt; do
+  case "$opt" in
+    s) src="$OPTARG" ;;
+    b) build="$OPTARG" ;;
+    p) prefix="$OPTARG" ;;
+    a) archs="$OPTARG" ;;
+    j) jobs="$OPTARG" ;;
+    *) usage ;;
+  esac
+done
+
+[ -f "$src/CMakeLists.txt" ] || { echo "build-llama-server: no CMakeLists.txt in '$src'" >&2; exit 2; }
+src="$(cd "$src" && pwd)"
+build="${build:-$src/build-server}"
+jobs="${jobs:-$(nproc)}"
+if [ -n "$archs" ] && ! [[ "$archs" =~ ^[0-9]{2,3}[af]?(\;[0-9]{2,3}[af]?)*$ ]]; then
+  echo "build-llama-server: CUDA architectures '$archs' are not like '61' or '75;86'" >&2
+  exit 2
+fi
+
+# Common flags: a release build of the server only. No tests/examples; HTTPS and model downloads
+# are not needed (models are files mounted into the container, the server sits behind LiteLLM),
+# so OpenSSL and libcurl stay out of the runtime. LLAMA_CURL is deprecated (ignored) on recent
+# refs and still defaults to ON on older ones, where it would need libcurl headers. The web UI's
+# prebuilt assets would be downloaded from Hugging Face at build time: off (API-only endpoint).
+flags=(
+  -DCMAKE_BUILD_TYPE=Release
+  -DBUILD_SHARED_LIBS=ON
+  -DLLAMA_BUILD_TESTS=OFF
+  -DLLAMA_BUILD_EXAMPLES=OFF
+  -DLLAMA_BUILD_TOOLS=ON
+  -DLLAMA_BUILD_SERVER=ON
+  -DLLAMA_CURL=OFF
+  -DLLAMA_OPENSSL=OFF
+  -DLLAMA_USE_PREBUILT_UI=OFF
+  -DGGML_CCACHE=ON
+  # The installed binary finds its libraries next to it, wherever the prefix is copied to.
+  -DCMAKE_BUILD_WITH_INSTALL_RPATH=ON
+  "-DCMAKE_INSTALL_RPATH=\$ORIGIN:\$ORIGIN/../lib"
+)
+if [ -n "$archs" ]; then
+  # GPU: compile for the detected architectures only (the build host may have no GPU, so never
+  # "native" detection: that is how the seed got a binary "compiled for: 520").
+  flags+=(-DGGML_CUDA=ON -DGGML_NATIVE=OFF "-DCMAKE_CUDA_ARCHITECTURES=$archs")
+  kind="cuda sm_${archs//;/,sm_}"
+else
+  # CPU: the image is built on the host that runs it, so -march=native (GGML_NATIVE=ON) gives
+  # that host's AVX2/AVX-512 paths for free. Set LLAMA_CPU_NATIVE=OFF for an image meant to be
+  # copied to other machines (portable baseline x86-64, slower).
+  flags+=(-DGGML_CUDA=OFF "-DGGML_NATIVE=$cpu_native")
+  kind="cpu (native=$cpu_native)"
+fi
+if [ -n "${LLAMA_BUILD_COMMIT:-}" ]; then
+  flags+=("-DLLAMA_BUILD_COMMIT=$LLAMA_BUILD_COMMIT")
+fi
+if [ -n "${LLAMA_EXTRA_CMAKE_FLAGS:-}" ]; then
+  # shellcheck disable=SC2206 # word splitting is the point
+  flags+=($LLAMA_EXTRA_CMAKE_FLAGS)
+fi
+
+# ccache: __DATE__/__TIME__ must not defeat the cache (ggml sets this only at configure time).
+export CCACHE_SLOPPINESS="${CCACHE_SLOPPINESS:-time_macros}"
+
+echo "build-llama-server: source  $src"
+echo "build-llama-server: build   $build"
+echo "build-llama-server: prefix  $prefix"
+echo "build-llama-server: kind    $kind, targets ${TARGETS[*]}, jobs $jobs"
+echo "build-llama-server: cmake flags: ${flags[*]}"
+if command -v ccache >/dev/null; then ccache --zero-stats >/dev/null 2>&1 || true; fi
+
+start=$(date +%s)
+cmake -S "$src" -B "$build" "${flags[@]}"
+cmake --build "$build" --config Release --parallel "$jobs" --target "${TARGETS[@]}"
+elapsed=$(( $(date +%s) - start ))
+
+# Install by hand: `cmake --install` would install every configured target, built or not.
+bindir="$build/bin"
+install -d "$prefix/bin" "$prefix/lib"
+for target in "${TARGETS[@]}"; do
+  install -m 0755 "$bindir/$target" "$prefix/bin/$target"
+done
+# The shared libraries the targets link against (libllama, libggml*, libmtmd, ...): with
+# BUILD_SHARED_LIBS they all land in bin/ next to the executables; copy with their symlinks.
+find "$bindir" -maxdepth 1 -name 'lib*.so*' -exec cp -a {} "$prefix/lib/" \;
+
+# Fail here, not at container start, when a library is missing. libcuda.so.1 is the exception:
+# it comes with the NVIDIA driver, which a build host (or a docker build) need not have.
+missing=$(ldd "$prefix/bin/llama-server" | awk '/not found/ && $1 !~ /^libcuda\.so/ {print $1}')
+if [ -n "$missing" ]; then
+  echo "build-llama-server: unresolved libraries: $missing" >&2
+  exit 1
+fi
+
+if command -v ccache >/dev/null; then ccache --show-stats 2>/dev/null | sed 's/^/build-llama-server: ccache: /' || true; fi
+printf 'build-llama-server: built %s (%s) in %dm%02ds\n' \
+  "${TARGETS[*]}" "$kind" $((elapsed / 60)) $((elapsed % 60))

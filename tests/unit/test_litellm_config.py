@@ -1,0 +1,107 @@
+"""litellm.yaml as rendered from an engine plan passes the role's own check; bad ones do not."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import jinja2
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+ROLE = ROOT / "roles" / "litellm_config"
+
+
+def _load(name: str, path: Path):
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+check = _load("check_litellm_config", ROLE / "files" / "check_litellm_config.py")
+plugin = _load("localai_models", ROOT / "filter_plugins" / "localai_models.py")
+DEFAULTS = yaml.safe_load((ROLE / "defaults" / "main.yml").read_text())
+MODELS = yaml.safe_load((ROOT / "roles" / "models" / "defaults" / "main.yml").read_text())
+
+
+def render(engines: list[dict]) -> str:
+    """Render the template the way Ansible does (the filters it uses, stubbed)."""
+    env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
+    env.filters.update(
+        comment=lambda s: "#\n# " + s + "\n#",
+        to_json=json.dumps,
+        bool=bool,
+        int=int,
+    )
+    template = env.from_string((ROLE / "templates" / "litellm.yaml.j2").read_text())
+    return template.render(
+        {**DEFAULTS, "ansible_managed": "Ansible managed", "litellm_config_engines": engines}
+    )
+
+
+def test_default_models_render_a_valid_config():
+    engines = plugin.localai_engine_plan(MODELS["models_list"], "gpu")
+    config = yaml.safe_load(render(engines))
+    assert check.problems(config) == []
+    by_alias = {m["model_name"]: m for m in config["model_list"]}
+    chat, embed = by_alias["gpt-3.5-turbo"], by_alias["text-embedding-ada-002"]
+    assert chat["litellm_params"]["model"] == "openai/Llama-3-ELYZA-JP-8B"
+    assert chat["litellm_params"]["api_base"] == "http://127.0.0.1:8090/v1"
+    assert embed["litellm_params"]["api_base"] == "http://127.0.0.1:8080/v1"
+    assert embed["model_info"] == {"mode": "embedding"}
+    assert config["general_settings"] == {
+        "master_key": "os.environ/LITELLM_MASTER_KEY",
+        "custom_auth": "localai_auth.user_api_key_auth",
+    }
+    assert config["litellm_settings"]["drop_params"] is True
+
+
+def test_replicas_share_one_alias():
+    engines = plugin.localai_engine_plan(MODELS["models_list"], "gpu")
+    engines.append(dict(engines[0], port=8091, program="llamacpp-chat-2"))
+    config = yaml.safe_load(render(engines))
+    assert [m["model_name"] for m in config["model_list"]].count("gpt-3.5-turbo") == 2
+
+
+@pytest.mark.parametrize(
+    ("mutate", "problem"),
+    [
+        (lambda c: c.update(model_list=[]), "model_list"),
+        (lambda c: c["general_settings"].update(master_key="sk-literal"), "master_key"),
+        (lambda c: c["general_settings"].pop("custom_auth"), "custom_auth"),
+        (lambda c: c["model_list"][0]["litellm_params"].pop("api_base"), "api_base"),
+    ],
+)
+def test_check_refuses_bad_configs(mutate, problem):
+    config = yaml.safe_load(render(plugin.localai_engine_plan(MODELS["models_list"], "cpu")))
+    mutate(config)
+    assert any(problem in p for p in check.problems(config))
+
+
+def test_check_main_on_files(tmp_path):
+    good = tmp_path / "good.yaml"
+    good.write_text(render(plugin.localai_engine_plan(MODELS["models_list"], "cpu")))
+    assert check.main(str(good)) == 0
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model_list: [unclosed\n")
+    assert check.main(str(bad)) == 1
+
+
+def test_auth_module_answers_401():
+    pytest.importorskip("litellm")
+    import asyncio  # noqa: PLC0415 - only with litellm installed
+
+    auth = _load("localai_auth", ROLE / "files" / "localai_auth.py")
+    import os  # noqa: PLC0415
+
+    os.environ["LITELLM_MASTER_KEY"] = "sk-test-0123456789abcdef"
+    ok = asyncio.run(auth.user_api_key_auth(None, "sk-test-0123456789abcdef"))
+    assert ok.api_key == "sk-test-0123456789abcdef"
+    for key in ("wrong", "", None):
+        with pytest.raises(Exception, match="API key") as err:
+            asyncio.run(auth.user_api_key_auth(None, key))
+        assert str(getattr(err.value, "code", "")) == "401"
