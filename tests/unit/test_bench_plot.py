@@ -1,0 +1,57 @@
+"""bench/plot.py: series loading (pure) and, where matplotlib is installed, the PNGs."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+spec = importlib.util.spec_from_file_location("bench_plot", REPO / "bench" / "plot.py")
+plot = importlib.util.module_from_spec(spec)
+sys.modules["bench_plot"] = plot
+spec.loader.exec_module(plot)
+
+
+def _write(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def _chat(c: int, tok: float, setup: str = "") -> dict:
+    return {
+        "mode": "chat",
+        "concurrency": c,
+        "aggregate_tok_s": tok,
+        "ttft_ms_p50": 50.0 * c,
+        "ttft_ms_p95": 80.0 * c,
+        "setup": setup,
+    }
+
+
+@pytest.fixture
+def results(tmp_path) -> list[str]:
+    a = _write(tmp_path / "direct.jsonl", [_chat(8, 500), _chat(1, 180), _chat(8, 560)])
+    b = _write(tmp_path / "b.jsonl", [_chat(1, 170, "proxy"), _chat(8, 540, "proxy")])
+    emb = {"mode": "embeddings", "concurrency": 4, "batch": 32, "docs_s": 3100.0, "setup": "e5"}
+    c = _write(tmp_path / "emb.jsonl", [emb])
+    return [f"defaults={a}", str(b), str(c)]
+
+
+def test_load_series_names_sorts_and_keeps_last_run(results):
+    chat, embed = plot.load_series(results)
+    assert sorted(chat) == ["defaults", "proxy"]
+    assert [r["concurrency"] for r in chat["defaults"]] == [1, 8]
+    assert chat["defaults"][1]["aggregate_tok_s"] == 560  # the re-run replaced the first
+    assert list(embed) == ["e5 (batch 32)"]
+
+
+def test_pngs_are_written(results, tmp_path):
+    pytest.importorskip("matplotlib")
+    out = tmp_path / "plots"
+    assert plot.main([*results, "--out-dir", str(out)]) == 0
+    for name in ("chat-throughput.png", "chat-ttft.png", "embeddings-throughput.png"):
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
