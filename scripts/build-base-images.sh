@@ -32,7 +32,8 @@ build() {
   # Keep images small and apt quiet: no recommends, no docs.
   printf 'APT::Install-Recommends "false";\nAPT::Install-Suggests "false";\n' \
     >"$rootfs/etc/apt/apt.conf.d/90localai-no-recommends"
-  rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/*
+  # Keep the package lists: apt modules with cache_valid_time trust a fresh lists directory.
+  rm -rf "$rootfs"/var/cache/apt/archives/*.deb
   tar -C "$rootfs" -c . | docker import \
     --change "LABEL fingerprint=$fp" \
     --change 'ENV LANG=C.UTF-8' \

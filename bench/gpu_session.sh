@@ -1,0 +1,452 @@
+#!/usr/bin/env bash
+# Benchmark session on the GPU machine (issue 5), in phases that can be chained over several
+# calls of at most 600 s each. Every phase is idempotent (it skips what is already there), keeps
+# its state under /tmp (the working tree is re-sent, at a new path, on every call) and copies the
+# results to $OUT (the folder that comes back) and /tmp/bench-results.
+#
+#   bash bench/gpu_session.sh PHASE [ARGS] [PHASE [ARGS]]...
+#
+# Phases:
+#   status              what is there (binary, models, configs, LiteLLM, results)
+#   build               llama-server for this GPU with the project's build script
+#                       (roles/stack_image/files/build-llama-server.sh), the architecture from
+#                       nvidia-smi through the nvidia_toolkit plugin; -> build.json. A build that
+#                       outlives the call goes on in the background: run `build` again to wait.
+#   models              synthetic Llama-3-8B Q8_0 and multilingual-e5-small GGUFs in /tmp/m
+#   litellm             install the LiteLLM wheels (.whl/*.whl) into /tmp/site
+#   proof               the project's chat engine on the GPU: CUDA device and layer offload
+#                       lines of its log, one request; -> proof.log
+#   direct SETUP...     chat at 1/8/32 clients against one llama-server per setup
+#                       -> chat-direct.jsonl. SETUP: server-defaults | seed | project |
+#                       NAME=[BASE:]FLAGS (BASE one of the three, default project; FLAGS replace
+#                       the base's own, e.g. 'np32=--parallel 32 --ctx-size 131072')
+#   proxy               the rendered stack (chat + embeddings engines + LiteLLM) with
+#                       native_stack.py; chat and embeddings direct and through the proxy
+#                       -> chat-proxy.jsonl, embed.jsonl
+#
+# Environment (defaults in brackets):
+#   DEADLINE [560]      seconds this call may use; phases and setups that would not fit are
+#                       skipped with a message instead of being killed mid-way
+#   LLAMA_SERVER [/tmp/localai/bin/llama-server]   binary the runs use
+#   GPU_DIR [<repo>/.gpu]   carried files: llama.cpp-slim.tar.xz, ggml-vocab-*.gguf, config/
+#   BENCH_CONFIG [$GPU_DIR/config]   configs rendered by bench/render_configs.yml
+#   CHAT_MODEL [/tmp/m/llama3-8b-q8_0.gguf]   EMBED_MODEL [/tmp/m/e5-small-f16.gguf]
+#   CHAT_LEVELS [1:4,8:32,32:64]   clients:requests per level (warm-up: 1 request a client)
+#   EMBED_LEVELS [1:100,16:800]    EMBED_BATCH_LEVELS [1:20,4:80]   EMBED_BATCH [32]
+#   SETUP_SECONDS [100] budget a direct setup needs; LITELLM_SITE [/tmp/site];
+#   LITELLM_PYTHON [python3]; CUDA_ARCH (skip detection); JOBS [nproc]
+set -euo pipefail
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+BENCH="$REPO/bench"
+GPU_DIR="${GPU_DIR:-$REPO/.gpu}"
+CONFIG_SRC="${BENCH_CONFIG:-$GPU_DIR/config}"
+CONFIG=/tmp/bench-config
+SRC=/tmp/llama.cpp
+PREFIX="${LLAMA_PREFIX:-/tmp/localai}"
+LLAMA_SERVER="${LLAMA_SERVER:-$PREFIX/bin/llama-server}"
+export LLAMA_SERVER
+MODELS=/tmp/m
+CHAT_MODEL="${CHAT_MODEL:-$MODELS/llama3-8b-q8_0.gguf}"
+EMBED_MODEL="${EMBED_MODEL:-$MODELS/e5-small-f16.gguf}"
+RESULTS="${BENCH_RESULTS:-/tmp/bench-results}"
+OUT="${OUT:-$RESULTS}"
+DEADLINE="${DEADLINE:-560}"
+PY="${PYTHON:-python3}"
+LITELLM_SITE="${LITELLM_SITE:-/tmp/site}"
+LITELLM_PYTHON="${LITELLM_PYTHON:-$PY}"
+CHAT_LEVELS="${CHAT_LEVELS:-1:4,8:32,32:64}"
+EMBED_LEVELS="${EMBED_LEVELS:-1:100,16:800}"
+EMBED_BATCH_LEVELS="${EMBED_BATCH_LEVELS:-1:20,4:80}"
+EMBED_BATCH="${EMBED_BATCH:-32}"
+SETUP_SECONDS="${SETUP_SECONDS:-100}"
+STATE=/tmp/native-stack/state.json
+LOGS=/tmp/native-stack/logs
+DIRECT_PORT=8190
+BUILD_LOG=/tmp/build-llama.log
+BUILD_PID=/tmp/build-llama.pid
+BUILD_RC=/tmp/build-llama.rc
+BUILD_T0=/tmp/build-llama.start
+PHASES=" status build models litellm proof direct proxy "
+
+log() { printf '[%4ds] %s\n' "$SECONDS" "$*" >&2; }
+remaining() { echo $((DEADLINE - SECONDS)); }
+
+# have_time NEED WHAT: true when NEED seconds are left; else say what is skipped.
+have_time() {
+  local left
+  left=$(remaining)
+  if [ "$left" -lt "$1" ]; then
+    log "budget: skipping $2 (${left}s left of DEADLINE=${DEADLINE}, needs ~${1}s); run it in the next call"
+    return 1
+  fi
+}
+
+# bounded CMD...: run CMD with the time that is left (minus a margin to stop and copy results).
+bounded() {
+  local left=$(($(remaining) - 10))
+  if [ "$left" -lt 5 ]; then
+    log "budget: no time left for: $*"
+    return 124
+  fi
+  timeout -k 5 "$left" "$@"
+}
+
+ns() { "$PY" "$BENCH/native_stack.py" "$@"; }
+
+sync_out() {
+  mkdir -p "$RESULTS" "$OUT"
+  if [ "$(cd "$OUT" && pwd)" != "$(cd "$RESULTS" && pwd)" ]; then
+    find "$RESULTS" -maxdepth 1 -type f -exec cp -f {} "$OUT/" \;
+  fi
+}
+
+cleanup() {
+  if [ -s "$STATE" ] && grep -q '"pid"' "$STATE"; then ns stop --state "$STATE" >/dev/null || true; fi
+  sync_out
+}
+trap cleanup EXIT
+
+extract_source() {
+  if [ -f "$SRC/CMakeLists.txt" ]; then return 0; fi
+  local tarball="$GPU_DIR/llama.cpp-slim.tar.xz"
+  [ -f "$tarball" ] || { log "no llama.cpp source: $SRC is empty and $tarball is missing"; return 1; }
+  log "extracting $tarball to $SRC"
+  rm -rf "$SRC.part" && mkdir -p "$SRC.part"
+  tar -C "$SRC.part" -xJf "$tarball"
+  mv "$SRC.part/llama.cpp" "$SRC" && rm -rf "$SRC.part"
+}
+
+copy_config() {
+  if [ -f "$CONFIG_SRC/engines.json" ]; then
+    rm -rf "$CONFIG" && mkdir -p "$CONFIG" && cp -a "$CONFIG_SRC/." "$CONFIG/"
+  fi
+  [ -f "$CONFIG/engines.json" ] || {
+    log "no rendered configs: run bench/render_configs.yml -e out_dir=<repo>/.gpu/config first"
+    return 1
+  }
+}
+
+# ---------------------------------------------------------------------------------------------
+phase_status() {
+  log "llama-server: $( [ -x "$LLAMA_SERVER" ] && "$LLAMA_SERVER" --version 2>&1 | head -1 || echo missing)"
+  log "models: $(du -h "$CHAT_MODEL" "$EMBED_MODEL" 2>&1 | tr '\n' ';')"
+  log "configs: $(find "$CONFIG_SRC" -maxdepth 1 -type f -printf '%f ' 2>&1)"
+  log "litellm: $(PYTHONPATH="$LITELLM_SITE" "$LITELLM_PYTHON" -c 'import importlib.metadata as m; print(m.version("litellm"))' 2>&1 | tail -1)"
+  log "results: $(find "$RESULTS" -maxdepth 1 -type f -printf '%f ' 2>&1)"
+  if command -v nvidia-smi >/dev/null; then nvidia-smi --query-gpu=name,memory.used,memory.total --format=csv,noheader >&2; fi
+}
+
+detect_gpu() {
+  # The project's own parser, with the exact query the nvidia_toolkit role runs.
+  "$PY" - "$REPO/roles/nvidia_toolkit/filter_plugins" <<'EOF'
+import json, subprocess, sys
+sys.path.insert(0, sys.argv[1])
+import nvidia_gpus as n
+out = subprocess.run(["nvidia-smi", *n.QUERY_ARGS], check=True, capture_output=True, text=True)
+gpus = n.nvidia_gpus(out.stdout)
+print(json.dumps({"query": "nvidia-smi " + " ".join(n.QUERY_ARGS), "gpus": gpus,
+                  "arch": n.nvidia_cuda_architectures(gpus),
+                  "cuda_version": n.nvidia_cuda_version(gpus)}))
+EOF
+}
+
+write_build_json() {
+  local gpu_json="$1" wall="$2" invocations="$3"
+  local cuda_lib
+  cuda_lib=$(find "$PREFIX/lib" -maxdepth 1 -name 'libggml-cuda.so*' -type f | head -1)
+  "$PY" - "$gpu_json" "$wall" "$invocations" "$LLAMA_SERVER" "${cuda_lib:-}" "$BUILD_LOG" \
+    "$RESULTS/build.json" <<'EOF'
+import json, os, re, subprocess, sys
+gpu, wall, invocations, server, lib, build_log, out = sys.argv[1:]
+text = open(build_log, encoding="utf-8", errors="replace").read() if os.path.exists(build_log) else ""
+m = re.findall(r"built .* in (\d+)m(\d+)s", text)
+nvcc = subprocess.run(["bash", "-c", "nvcc --version | tail -2"], capture_output=True, text=True)
+version = subprocess.run([server, "--version"], capture_output=True, text=True)
+data = {
+    "gpu": json.loads(gpu),
+    "build_script_seconds": int(m[-1][0]) * 60 + int(m[-1][1]) if m else None,
+    "wall_seconds_since_first_start": int(wall),
+    "build_invocations": int(invocations),
+    "jobs": int(os.environ.get("JOBS") or os.cpu_count() or 1),
+    "nvcc": nvcc.stdout.strip(),
+    "llama_server_version": (version.stdout + version.stderr).strip(),
+    "libggml_cuda": os.path.basename(lib) if lib else None,
+    "libggml_cuda_bytes": os.path.getsize(lib) if lib else None,
+    "prefix_bytes": sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in
+                        os.walk(os.path.dirname(os.path.dirname(server))) for f in fs
+                        if not os.path.islink(os.path.join(d, f))),
+}
+json.dump(data, open(out, "w"), indent=2)
+print(json.dumps(data, indent=2))
+EOF
+}
+
+phase_build() {
+  local gpu_json pid arch
+  pid=$(cat "$BUILD_PID" 2>/dev/null || true)
+  if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
+    log "build: a build started earlier is still running (pid $pid); waiting for it"
+  elif [ -n "$pid" ] && [ -f "$BUILD_RC" ]; then
+    log "build: a build started earlier has finished (rc $(cat "$BUILD_RC"))"
+  elif [ -x "$LLAMA_SERVER" ]; then
+    log "build: $LLAMA_SERVER exists, skipping ($("$LLAMA_SERVER" --version 2>&1 | head -1))"
+    return 0
+  else
+    gpu_json=$(detect_gpu)
+    arch="${CUDA_ARCH-$("$PY" -c 'import json,sys; print(json.loads(sys.argv[1])["arch"])' "$gpu_json")}"
+    log "build: GPUs $gpu_json"
+    echo "$gpu_json" >/tmp/build-llama.gpu.json
+    extract_source
+    if ! command -v nvcc >/dev/null && [ -x /usr/local/cuda/bin/nvcc ]; then
+      export PATH="/usr/local/cuda/bin:$PATH"
+    fi
+    if command -v ninja >/dev/null && [ ! -f "/tmp/build-sm$arch/CMakeCache.txt" ]; then
+      export CMAKE_GENERATOR=Ninja
+    fi
+    [ -f "$BUILD_T0" ] || date +%s >"$BUILD_T0"
+    echo $(( $(cat "$BUILD_T0.n" 2>/dev/null || echo 0) + 1 )) >"$BUILD_T0.n"
+    rm -f "$BUILD_RC"
+    log "build: sm_$arch into $PREFIX (log $BUILD_LOG); nvcc: $(command -v nvcc || echo none)"
+    # Its own session: if this call ends first, the build may go on; `build` again waits for
+    # it, or (if it was stopped) resumes it incrementally in the same build directory.
+    setsid bash -c '"$@"; echo $? >'"$BUILD_RC" build \
+      "$REPO/roles/stack_image/files/build-llama-server.sh" -s "$SRC" -b "/tmp/build-sm$arch" \
+      -p "$PREFIX" -a "$arch" -j "${JOBS:-$(nproc)}" >>"$BUILD_LOG" 2>&1 </dev/null &
+    pid=$!
+    echo "$pid" >"$BUILD_PID"
+  fi
+  while kill -0 "$pid" 2>/dev/null; do
+    if [ "$(remaining)" -lt 20 ]; then
+      log "budget: build still running (pid $pid); last line: $(tail -1 "$BUILD_LOG" | cut -c1-150)"
+      log "run 'build' again in the next call to wait for it (or resume it if it was stopped)"
+      return 0
+    fi
+    sleep 5
+  done
+  wait "$pid" 2>/dev/null || true
+  local rc
+  rc=$(cat "$BUILD_RC" 2>/dev/null || echo "none (stopped with the previous call)")
+  if [ "$rc" != 0 ]; then
+    rm -f "$BUILD_PID"
+    log "build: FAILED or stopped (rc $rc); last lines of $BUILD_LOG (run 'build' again to resume):"
+    tail -40 "$BUILD_LOG" >&2
+    return 1
+  fi
+  rm -f "$BUILD_PID"
+  tail -4 "$BUILD_LOG" >&2
+  "$LLAMA_SERVER" --version >&2
+  write_build_json "$(cat /tmp/build-llama.gpu.json)" $(( $(date +%s) - $(cat "$BUILD_T0") )) \
+    "$(cat "$BUILD_T0.n")"
+}
+
+phase_models() {
+  local vocab=/tmp/vocab f
+  mkdir -p "$vocab" "$(dirname "$CHAT_MODEL")" "$(dirname "$EMBED_MODEL")"
+  for f in ggml-vocab-llama-bpe.gguf ggml-vocab-nomic-bert-moe.gguf; do
+    if [ ! -f "$vocab/$f" ] && [ -f "$GPU_DIR/$f" ]; then cp "$GPU_DIR/$f" "$vocab/$f"; fi
+  done
+  local shape out vfile vdir
+  for spec in "llama3-8b:$CHAT_MODEL:ggml-vocab-llama-bpe.gguf" \
+    "e5-small:$EMBED_MODEL:ggml-vocab-nomic-bert-moe.gguf"; do
+    IFS=: read -r shape out vfile <<<"$spec"
+    if [ -s "$out" ]; then log "models: $out exists, skipping"; continue; fi
+    extract_source
+    # The vocab carried in $GPU_DIR, else the one in the source tree's models/ folder.
+    vdir="$vocab"
+    [ -f "$vocab/$vfile" ] || vdir="$SRC/models"
+    have_time 60 "model $shape" || return 0
+    bounded "$PY" "$BENCH/make_synthetic_gguf.py" --shape "$shape" --out "$out.part" \
+      --gguf-py "$SRC/gguf-py" --vocab-dir "$vdir"
+    mv "$out.part" "$out"
+  done
+  ls -la "$CHAT_MODEL" "$EMBED_MODEL" >&2
+}
+
+phase_litellm() {
+  if PYTHONPATH="$LITELLM_SITE" "$LITELLM_PYTHON" -c 'import litellm.proxy.proxy_cli' 2>/dev/null; then
+    log "litellm: importable from $LITELLM_SITE, skipping"
+    return 0
+  fi
+  local wheels=("$REPO"/.whl/*.whl)
+  [ -f "${wheels[0]}" ] || { log "litellm: no wheels in $REPO/.whl"; return 1; }
+  log "litellm: installing ${#wheels[@]} wheels into $LITELLM_SITE"
+  "$PY" -m pip install -q --no-index --no-deps --no-compile --upgrade --target "$LITELLM_SITE" \
+    "${wheels[@]}"
+  PYTHONPATH="$LITELLM_SITE" "$LITELLM_PYTHON" -c \
+    'import importlib.metadata as m, litellm.proxy.proxy_cli; print("litellm", m.version("litellm"))'
+}
+
+phase_proof() {
+  copy_config
+  have_time 90 proof || return 0
+  local plog="$RESULTS/proof.log" name=proof
+  mkdir -p "$RESULTS"
+  rm -f "$LOGS/$name.log"
+  bounded ns serve --name "$name" --state "$STATE" --log-dir "$LOGS" --config-dir "$CONFIG" \
+    --engine chat --model-map "chat=$CHAT_MODEL" >/dev/null
+  {
+    echo "# proof: the project's chat engine (engines.json) on this machine, $(date -u +%FT%TZ)"
+    echo "# $(nvidia-smi --query-gpu=name,compute_cap,driver_version,memory.total --format=csv,noheader 2>&1)"
+    echo "# $("$LLAMA_SERVER" --version 2>&1 | tr '\n' ' ')"
+    echo "# command: $(head -c 2000 "$LOGS/$name.log" | sed -n 's/^=== native_stack: //p' | head -1)"
+    grep -E 'ggml_cuda_init|CUDA devices|Device [0-9]+:|compiled for|offload|CUDA[0-9]+ (model|KV|compute) buffer|flash_attn|n_ctx_seq|n_seq_max|kv_unified|n_slots|system_info|listening|error' \
+      "$LOGS/$name.log" | head -60
+    echo "# one request (256 tokens, ignore_eos):"
+    "$PY" - <<'EOF'
+import json, urllib.request
+body = {"messages": [{"role": "user", "content": "Say hello."}], "max_tokens": 256,
+        "ignore_eos": True}
+req = urllib.request.Request("http://127.0.0.1:8090/v1/chat/completions",
+                             data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
+opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+r = json.load(opener.open(req, timeout=120))
+print(json.dumps({"usage": r.get("usage"), "timings": r.get("timings")}))
+EOF
+    echo "# GPU processes while serving:"
+    nvidia-smi --query-compute-apps=pid,process_name,used_memory --format=csv,noheader 2>&1
+  } >"$plog" 2>&1 || true
+  ns stop --state "$STATE" >/dev/null
+  cat "$plog" >&2
+  grep -q 'offloaded' "$plog" || log "proof: no 'offloaded' line in the log (see $LOGS/$name.log)"
+}
+
+# setup_command SETUP -> prints "NAME<TAB>MODE<TAB>FLAGS..." (MODE: plain | engine)
+setup_command() {
+  local spec="$1" name base flags
+  case "$spec" in
+    *=*) name="${spec%%=*}" flags="${spec#*=}" ;;
+    *) name="$spec" flags="" ;;
+  esac
+  base=project
+  case "$spec" in
+    server-defaults | seed | project) base="$spec" ;;
+    *=server-defaults:* | *=seed:* | *=project:*) base="${flags%%:*}" flags="${flags#*:}" ;;
+    *=*) ;;
+    *) log "direct: unknown setup '$spec' (server-defaults, seed, project or NAME=[BASE:]FLAGS)"
+       return 1 ;;
+  esac
+  case "$base" in
+    # What llama-server needs to serve this model on the GPU: nothing beyond the model (its
+    # --n-gpu-layers default is auto, i.e. every layer that fits: all 33 here).
+    server-defaults) printf '%s\tplain\t-m %s %s\n' "$name" "$CHAT_MODEL" "$flags" ;;
+    # The seed's entrypoint.sh (bare --flash-attn is `--flash-attn on` on today's llama.cpp).
+    seed) printf '%s\tplain\t-m %s --chat-template llama3 --ctx-size 4096 --n-gpu-layers 40 --parallel 8 --threads-batch 8 --threads-http 8 --cont-batching --flash-attn on %s\n' \
+      "$name" "$CHAT_MODEL" "$flags" ;;
+    project) printf '%s\tengine\t%s\n' "$name" "$flags" ;;
+  esac
+}
+
+# run_chat_levels LABEL URL OUTFILE FIRST_INDEX [loadgen options...]
+run_chat_levels() {
+  local label="$1" url="$2" out="$3" first="$4"
+  shift 4
+  bounded ns loadgen --levels "$CHAT_LEVELS" --first-index "$first" -- --url "$url" \
+    --model "${CHAT_NAME:-chat}" --label "$label" --warmup 1 --out "$out" "$@"
+}
+
+phase_direct() {
+  local setups=("$@") line name mode flags url rc served
+  [ "${#setups[@]}" -gt 0 ] || setups=(server-defaults seed project)
+  copy_config
+  mkdir -p "$RESULTS"
+  local done_setups=()
+  for spec in "${setups[@]}"; do
+    line=$(setup_command "$spec") || return 1
+    IFS=$'\t' read -r name mode flags <<<"$line"
+    have_time "$SETUP_SECONDS" "direct setup '$name'" || { log "direct: not run: ${setups[*]:${#done_setups[@]}}"; break; }
+    local argv=()
+    read -ra argv <<<"$flags"
+    rm -f "$LOGS/$name.log"
+    rc=0
+    if [ "$mode" = engine ]; then
+      served=$(bounded ns serve --name "$name" --state "$STATE" --log-dir "$LOGS" \
+        --config-dir "$CONFIG" --engine chat --model-map "chat=$CHAT_MODEL" -- "${argv[@]}") || rc=$?
+    else
+      served=$(bounded ns serve --name "$name" --state "$STATE" --log-dir "$LOGS" \
+        --port "$DIRECT_PORT" -- "${argv[@]}") || rc=$?
+    fi
+    if [ "$rc" != 0 ]; then
+      log "direct: '$name' did not start (rc $rc); log tail in $RESULTS/server-logs.txt"
+      { echo "=== $name (failed to start)"; tail -30 "$LOGS/$name.log"; } >>"$RESULTS/server-logs.txt"
+      continue
+    fi
+    url=$("$PY" -c 'import json,sys; print(json.loads(sys.argv[1])["url"])' "$served")
+    log "direct: '$name' on $url: $(sed -n 's/^=== native_stack: //p' "$LOGS/$name.log" | tail -1)"
+    run_chat_levels "$name" "$url" "$RESULTS/chat-direct.jsonl" 0 || log "direct: '$name' had errors or ran out of time"
+    ns stop --state "$STATE" >/dev/null
+    {
+      echo "=== $name: $(sed -n 's/^=== native_stack: //p' "$LOGS/$name.log" | tail -1)"
+      grep -E 'offloaded|n_ctx_seq|n_slots|flash_attn|kv_unified|CUDA0 (KV|compute) buffer' "$LOGS/$name.log" | head -12
+    } >>"$RESULTS/server-logs.txt"
+    done_setups+=("$name")
+  done
+  [ "${#done_setups[@]}" -eq 0 ] || {
+    local sel=()
+    for name in "${done_setups[@]}"; do sel+=(--setup "$name"); done
+    ns table "$RESULTS/chat-direct.jsonl" "${sel[@]}"
+  }
+}
+
+phase_proxy() {
+  copy_config
+  have_time 150 proxy || return 0
+  if ! PYTHONPATH="$LITELLM_SITE${PYTHONPATH:+:$PYTHONPATH}" "$LITELLM_PYTHON" -c 'import litellm.proxy.proxy_cli' 2>/dev/null; then
+    log "proxy: litellm does not import from $LITELLM_SITE; run the 'litellm' phase (wheels in .whl/)"
+    return 1
+  fi
+  mkdir -p "$RESULTS"
+  local endpoints key chat_url chat_name chat_alias embed_url embed_name embed_alias proxy_url
+  endpoints=$(PYTHONPATH="$LITELLM_SITE${PYTHONPATH:+:$PYTHONPATH}" bounded ns start \
+    --state "$STATE" --log-dir "$LOGS" --config-dir "$CONFIG" --timeout 240 \
+    --model-map "chat=$CHAT_MODEL" --model-map "embedding=$EMBED_MODEL" \
+    --proxy --proxy-python "$LITELLM_PYTHON")
+  echo "$endpoints" >&2
+  key=$(sed -n 's/^LITELLM_MASTER_KEY=//p' "$CONFIG/stack.env")
+  read -r chat_url chat_name chat_alias embed_url embed_name embed_alias proxy_url < <(
+    "$PY" -c 'import json,sys; e=json.loads(sys.argv[1]); c=[x for x in e["engines"] if x["kind"]=="chat"][0]; m=[x for x in e["engines"] if x["kind"]=="embedding"][0]; print(c["url"], c["model"], c["alias"], m["url"], m["model"], m["alias"], e["proxy"]["url"])' "$endpoints")
+  local chat_out="$RESULTS/chat-proxy.jsonl" embed_out="$RESULTS/embed.jsonl"
+  # Distinct request numbers for the proxy runs: the same engine serves both, and a repeated
+  # prompt would be answered from its prompt cache.
+  CHAT_NAME="$chat_name" run_chat_levels "project direct" "$chat_url" "$chat_out" 0 || true
+  CHAT_NAME="$chat_alias" run_chat_levels "project via proxy" "$proxy_url" "$chat_out" 500000 \
+    --api-key "$key" || true
+  local kind levels batch
+  for kind in single batch; do
+    if [ "$kind" = single ]; then levels="$EMBED_LEVELS" batch=1; else levels="$EMBED_BATCH_LEVELS" batch="$EMBED_BATCH"; fi
+    bounded ns loadgen --levels "$levels" -- --mode embeddings --url "$embed_url" \
+      --model "$embed_name" --batch "$batch" --label "embeddings b$batch direct" --out "$embed_out" || true
+    bounded ns loadgen --levels "$levels" --first-index 500000 -- --mode embeddings \
+      --url "$proxy_url" --api-key "$key" --model "$embed_alias" --batch "$batch" \
+      --label "embeddings b$batch via proxy" --out "$embed_out" || true
+  done
+  ns stop --state "$STATE" >/dev/null
+  ns table "$chat_out" "$embed_out" --setup "project direct" --setup "project via proxy" \
+    --setup "embeddings b1 direct" --setup "embeddings b1 via proxy" \
+    --setup "embeddings b$EMBED_BATCH direct" --setup "embeddings b$EMBED_BATCH via proxy"
+}
+
+main() {
+  [ "$#" -gt 0 ] || { sed -n '2,36p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+  mkdir -p "$RESULTS" "$LOGS"
+  local status=0 rc
+  while [ "$#" -gt 0 ]; do
+    local phase="$1" args=()
+    shift
+    case "$PHASES" in *" $phase "*) ;; *) log "unknown phase '$phase'"; exit 2 ;; esac
+    while [ "$#" -gt 0 ] && [[ "$PHASES" != *" $1 "* ]]; do args+=("$1"); shift; done
+    log "=== phase $phase ${args[*]}"
+    # A subshell outside any `||`/`if`, so `set -e` holds inside the phase (bash ignores it in
+    # functions called from a condition); one failed phase does not stop the next.
+    set +e
+    ("phase_$phase" "${args[@]}")
+    rc=$?
+    set -e
+    if [ "$rc" != 0 ]; then status=1; log "phase $phase FAILED (rc $rc)"; fi
+    sync_out
+  done
+  log "done in ${SECONDS}s; results in $RESULTS (copied to $OUT)"
+  return "$status"
+}
+
+main "$@"

@@ -1,0 +1,697 @@
+#!/usr/bin/env python3
+"""Start the rendered stack natively (no Docker): llama-server engines and the LiteLLM proxy.
+
+The GPU machine has no Docker, so the benchmark runs the same programs the image's supervisord
+runs, with the same command lines: every engine of ``engines.json`` (the project's engine plan,
+rendered by bench/render_configs.yml) as ``<llama-server> <args>``, and LiteLLM with the rendered
+``litellm.yaml`` and the environment of ``stack.env``. Only the model paths change: the plan says
+``/models/<file>`` (the container's mount), ``--model-map``/``--models-dir`` say where the files
+are here.
+
+Subcommands (standard library only, Python 3.11+):
+
+- ``start``: every engine of the plan (or ``--only KIND``), optionally the proxy (``--proxy``);
+  waits for each engine's /health and the proxy's /health/liveliness; prints the endpoints as
+  JSON and records the processes in a state file.
+- ``serve``: one llama-server with arbitrary arguments, or the plan's engine of a kind with
+  extra arguments overriding its own (``--engine chat -- --parallel 32``): the flag matrix.
+- ``stop``: stops every process recorded in the state file (each is its own process group).
+- ``args``: print the command line ``serve`` would run (for logs and checks).
+- ``loadgen``: bench/loadgen.py once per level with its own request count
+  (``--levels 1:4,8:32,32:64``), request numbers never repeating across levels.
+- ``table``: a compact table of loadgen result rows (JSON Lines).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+BENCH_DIR = Path(__file__).resolve().parent
+DEFAULT_LLAMA_SERVER = "/tmp/localai/bin/llama-server"
+DEFAULT_STATE = Path("/tmp/native-stack/state.json")
+DEFAULT_LOG_DIR = Path("/tmp/native-stack/logs")
+MODELS_MOUNT = "/models/"
+
+# Short and long spellings of llama-server flags, so an override written either way replaces
+# the plan's flag instead of adding a second copy (the last copy would win, but logs and the
+# recorded command line would then say two things).
+FLAG_ALIASES: dict[str, str] = {
+    "-m": "--model",
+    "-a": "--alias",
+    "-c": "--ctx-size",
+    "-np": "--parallel",
+    "-ngl": "--n-gpu-layers",
+    "--gpu-layers": "--n-gpu-layers",
+    "-fa": "--flash-attn",
+    "-b": "--batch-size",
+    "-ub": "--ubatch-size",
+    "-t": "--threads",
+    "-tb": "--threads-batch",
+    "-n": "--n-predict",
+    "--predict": "--n-predict",
+    "-cb": "--cont-batching",
+    "-nocb": "--no-cont-batching",
+    "-kvu": "--kv-unified",
+    "-no-kvu": "--no-kv-unified",
+    "--embedding": "--embeddings",
+    "-ctk": "--cache-type-k",
+    "-ctv": "--cache-type-v",
+    "-sm": "--split-mode",
+    "-ts": "--tensor-split",
+    "-mg": "--main-gpu",
+    "-dev": "--device",
+}
+# Boolean pairs: setting one removes the other.
+FLAG_OPPOSITES: dict[str, str] = {
+    "--cont-batching": "--no-cont-batching",
+    "--kv-unified": "--no-kv-unified",
+    "--jinja": "--no-jinja",
+    "--mmap": "--no-mmap",
+    "--warmup": "--no-warmup",
+    "--cache-prompt": "--no-cache-prompt",
+    "--webui": "--no-webui",
+}
+FLAG_OPPOSITES.update({v: k for k, v in FLAG_OPPOSITES.items()})
+
+
+# ---------------------------------------------------------------------------------------------
+# Pure functions: argument handling (unit-tested)
+# ---------------------------------------------------------------------------------------------
+
+
+def canonical_flag(flag: str) -> str:
+    """The long spelling of a flag (``-np`` -> ``--parallel``); ``--x=v`` -> ``--x``."""
+    name = flag.split("=", 1)[0] if flag.startswith("--") else flag
+    return FLAG_ALIASES.get(name, name)
+
+
+def _is_flag(token: str) -> bool:
+    """A token that starts an option: ``-x``/``--x``, but not a negative number like ``-1``."""
+    if not token.startswith("-") or token == "-":
+        return False
+    try:
+        float(token)
+    except ValueError:
+        return True
+    return False
+
+
+def split_options(args: Sequence[str]) -> list[list[str]]:
+    """Group a command line into options: ``[flag, value?]`` each.
+
+    A flag owns the next token when that token is not itself a flag. That is how the plan and
+    hand-written candidates look (``--parallel 8 --metrics --embeddings``); a boolean flag
+    followed by a positional argument would be misread, but llama-server takes none.
+    """
+    groups: list[list[str]] = []
+    for token in args:
+        if _is_flag(token) or not groups or len(groups[-1]) > 1 or "=" in groups[-1][0]:
+            groups.append([token])
+        else:
+            groups[-1].append(token)
+    return groups
+
+
+def override_args(base: Sequence[str], extra: Sequence[str]) -> list[str]:
+    """``base`` with every option that ``extra`` sets removed, then ``extra`` appended.
+
+    Used for the flag matrix: the project's chat engine plus ``--parallel 32 --ctx-size 131072``
+    must run with 32 slots, and the recorded command line must say so once.
+    """
+    extra_groups = split_options(extra)
+    replaced = set()
+    for group in extra_groups:
+        flag = canonical_flag(group[0])
+        replaced.add(flag)
+        if flag in FLAG_OPPOSITES:
+            replaced.add(FLAG_OPPOSITES[flag])
+    kept = [g for g in split_options(base) if canonical_flag(g[0]) not in replaced]
+    return [token for group in kept + extra_groups for token in group]
+
+
+def parse_model_map(items: Iterable[str]) -> dict[str, str]:
+    """``["chat=/tmp/m/a.gguf", ...]`` -> ``{"chat": "/tmp/m/a.gguf"}``; refuses a bad item."""
+    mapping: dict[str, str] = {}
+    for item in items:
+        key, sep, path = item.partition("=")
+        if not sep or not key or not path:
+            raise ValueError(f"--model-map {item!r}: expected KEY=PATH (KEY: kind, name or file)")
+        mapping[key] = path
+    return mapping
+
+
+def engine_keys(engine: dict[str, Any]) -> list[str]:
+    """Names a --model-map key may use for an engine, most specific first."""
+    file = str(engine.get("model_path", "")).rsplit("/", 1)[-1]
+    keys = [engine.get("program"), engine.get("model"), engine.get("alias"), file]
+    keys.append(engine.get("kind"))
+    return [str(k) for k in keys if k]
+
+
+def resolve_model_path(
+    engine: dict[str, Any], mapping: dict[str, str], models_dir: str | None
+) -> str:
+    """Where this engine's model file is on this machine.
+
+    A --model-map entry for the engine (program, model name, alias, file name or kind) wins;
+    else ``/models/<file>`` becomes ``<models_dir>/<file>``. Raises ValueError naming the keys
+    that would have matched, so a typo fails before any process starts.
+    """
+    for key in engine_keys(engine):
+        if key in mapping:
+            return mapping[key]
+    path = str(engine.get("model_path", ""))
+    if models_dir and path.startswith(MODELS_MOUNT):
+        return str(Path(models_dir) / path[len(MODELS_MOUNT) :])
+    raise ValueError(
+        f"no model file for engine {engine.get('program')!r}: pass --model-map KEY=PATH with "
+        f"KEY one of {', '.join(engine_keys(engine))}, or --models-dir"
+    )
+
+
+def replace_model(args: Sequence[str], model_path: str) -> list[str]:
+    """The arguments with the value of --model/-m replaced (added when missing)."""
+    out = list(args)
+    for i, token in enumerate(out[:-1]):
+        if canonical_flag(token) == "--model":
+            out[i + 1] = model_path
+            return out
+    return ["--model", model_path, *out]
+
+
+def option_value(args: Sequence[str], flag: str) -> str | None:
+    """The value of a flag (any spelling) in a command line; None when absent."""
+    for group in split_options(args):
+        if canonical_flag(group[0]) == flag:
+            if "=" in group[0] and group[0].startswith("--"):
+                return group[0].split("=", 1)[1]
+            return group[1] if len(group) > 1 else ""
+    return None
+
+
+def engine_command(
+    engine: dict[str, Any],
+    llama_server: str,
+    mapping: dict[str, str],
+    models_dir: str | None,
+    extra: Sequence[str] = (),
+) -> list[str]:
+    """The full llama-server command line of one engine of the plan, model path mapped."""
+    args = replace_model(engine["args"], resolve_model_path(engine, mapping, models_dir))
+    return [llama_server, *override_args(args, extra)]
+
+
+def select_engine(engines: list[dict[str, Any]], key: str) -> dict[str, Any]:
+    """The first engine a key (program, model, alias, file or kind) names."""
+    for engine in engines:
+        if key in engine_keys(engine):
+            return engine
+    names = sorted({k for e in engines for k in engine_keys(e)})
+    raise ValueError(f"no engine {key!r} in the plan; known: {', '.join(names)}")
+
+
+def parse_env_file(text: str) -> dict[str, str]:
+    """KEY=VALUE lines of a docker --env-file (comments and blanks skipped, values literal)."""
+    env: dict[str, str] = {}
+    for line in text.splitlines():
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#") or "=" not in stripped:
+            continue
+        key, value = stripped.split("=", 1)
+        env[key.strip()] = value
+    return env
+
+
+def parse_levels(text: str) -> list[tuple[int, int | None]]:
+    """``"1:4,8:32,32"`` -> ``[(1, 4), (8, 32), (32, None)]`` (None: loadgen's default)."""
+    levels: list[tuple[int, int | None]] = []
+    for item in (x.strip() for x in text.split(",")):
+        if not item:
+            continue
+        clients, _, requests = item.partition(":")
+        level = (int(clients), int(requests) if requests else None)
+        if level[0] < 1 or (level[1] is not None and level[1] < 1):
+            raise ValueError(f"level {item!r}: clients and requests must be >= 1")
+        levels.append(level)
+    if not levels:
+        raise ValueError(f"no levels in {text!r}")
+    return levels
+
+
+def format_rows(rows: list[dict[str, Any]]) -> str:
+    """A compact fixed-width table of loadgen rows (chat and embeddings mixed)."""
+    columns = (
+        ("setup", "setup"),
+        ("mode", "mode"),
+        ("concurrency", "clients"),
+        ("batch", "batch"),
+        ("requests", "reqs"),
+        ("aggregate_tok_s", "tok/s"),
+        ("ttft_ms_p50", "ttft p50"),
+        ("ttft_ms_p95", "ttft p95"),
+        ("decode_tok_s_per_req_p50", "dec/req p50"),
+        ("docs_s", "docs/s"),
+        ("latency_ms_p50", "lat p50"),
+        ("errors", "err"),
+    )
+    present = [(k, t) for k, t in columns if any(r.get(k) is not None for r in rows)]
+    cells = [[t for _, t in present]]
+    cells += [["-" if r.get(k) is None else str(r[k]) for k, _ in present] for r in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(present))]
+    lines = []
+    for row in cells:
+        padded = [
+            c.ljust(w) if i == 0 else c.rjust(w)
+            for i, (c, w) in enumerate(zip(row, widths, strict=True))
+        ]
+        lines.append("  ".join(padded).rstrip())
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------
+# Processes
+# ---------------------------------------------------------------------------------------------
+
+
+def load_state(path: Path) -> list[dict[str, Any]]:
+    """Processes recorded by earlier start/serve calls (empty when none)."""
+    if not path.is_file():
+        return []
+    return json.loads(path.read_text(encoding="utf-8")).get("processes", [])
+
+
+def save_state(path: Path, processes: list[dict[str, Any]]) -> None:
+    """Record the processes, 0600 (the proxy entry's environment is not stored, only names)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"processes": processes}, indent=2) + "\n", encoding="utf-8")
+    tmp.chmod(0o600)
+    tmp.replace(path)
+
+
+def alive(pid: int, marker: str) -> bool:
+    """True while the pid runs and is still our program (a recycled pid is not killed)."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return False
+    state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[0]
+    return state != "Z" and marker in cmdline
+
+
+def launch(
+    name: str,
+    cmd: list[str],
+    log: Path,
+    *,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+    marker: str | None = None,
+) -> dict[str, Any]:
+    """Start one program in its own session (process group), output to its log file.
+
+    ``marker`` is a string of its command line that ``stop`` checks before it signals the pid.
+    """
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("ab") as out:
+        out.write(f"\n=== native_stack: {shlex.join(cmd)}\n".encode())
+        out.flush()
+        proc = subprocess.Popen(
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=cwd,
+            start_new_session=True,
+        )
+    marker = marker or Path(cmd[0]).name
+    return {"name": name, "pid": proc.pid, "cmd": cmd, "log": str(log), "marker": marker}
+
+
+def http_status(url: str, timeout: float = 2.0) -> int | None:
+    """HTTP status of a GET (no proxy: loopback only); None when nothing answers."""
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(url, timeout=timeout) as resp:
+            return int(resp.status)
+    except urllib.error.HTTPError as err:
+        return int(err.code)
+    except (OSError, ValueError):
+        return None
+
+
+def log_tail(path: str, lines: int = 30) -> str:
+    """The last lines of a log, for a failure message."""
+    try:
+        text = Path(path).read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return "(no log)"
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def wait_ready(proc: dict[str, Any], url: str, timeout: float) -> float:
+    """Wait for HTTP 200 at url; returns the seconds it took. Raises when the process dies."""
+    began = time.monotonic()
+    while time.monotonic() - began < timeout:
+        if http_status(url) == 200:
+            return time.monotonic() - began
+        if not alive(proc["pid"], proc["marker"]):
+            raise RuntimeError(
+                f"{proc['name']} exited before it was ready; log {proc['log']}:\n"
+                + log_tail(proc["log"])
+            )
+        time.sleep(0.25)
+    raise RuntimeError(
+        f"{proc['name']} not ready at {url} after {timeout:.0f} s; log {proc['log']}:\n"
+        + log_tail(proc["log"])
+    )
+
+
+def stop_processes(processes: list[dict[str, Any]], grace: float = 20.0) -> list[str]:
+    """SIGTERM each process group, SIGKILL what is left after ``grace`` seconds."""
+    stopped = []
+    running = [p for p in processes if alive(p["pid"], p["marker"])]
+    for proc in running:
+        try:
+            os.killpg(proc["pid"], signal.SIGTERM)
+        except ProcessLookupError:
+            continue
+        stopped.append(proc["name"])
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline and any(alive(p["pid"], p["marker"]) for p in running):
+        time.sleep(0.2)
+    for proc in running:
+        if alive(proc["pid"], proc["marker"]):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc["pid"], signal.SIGKILL)
+    return stopped
+
+
+def read_json(path: Path) -> Any:
+    """A JSON file's content."""
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def _start_recorded(
+    state: Path, name: str, cmd: list[str], log: Path, *, url: str, timeout: float, **kw: Any
+) -> dict[str, Any]:
+    """Launch, record in the state file at once (so stop finds it even on failure), wait."""
+    proc = launch(name, cmd, log, **kw)
+    save_state(state, [*load_state(state), proc])
+    proc["ready_s"] = round(wait_ready(proc, url, timeout), 1)
+    print(f"native_stack: {name} ready in {proc['ready_s']} s ({url})", file=sys.stderr)
+    return proc
+
+
+def _fail_and_stop(state: Path, err: Exception) -> int:
+    """Report a start failure and stop what was started (no half-started stacks linger)."""
+    print(f"native_stack: {err}", file=sys.stderr)
+    stop_processes(load_state(state))
+    save_state(state, [])
+    return 1
+
+
+# ---------------------------------------------------------------------------------------------
+# Subcommands
+# ---------------------------------------------------------------------------------------------
+
+
+def cmd_start(args: argparse.Namespace) -> int:
+    """Engines of the plan (+ proxy): start, wait, print endpoints."""
+    config = args.config_dir
+    engines = read_json(config / "engines.json")
+    if args.only:
+        engines = [e for e in engines if args.only in engine_keys(e)]
+    mapping = parse_model_map(args.model_map)
+    commands = [
+        (e, engine_command(e, args.llama_server, mapping, args.models_dir)) for e in engines
+    ]  # resolves every model before anything starts
+    endpoints: dict[str, Any] = {"engines": [], "proxy": None}
+    try:
+        for engine, cmd in commands:
+            url = f"http://{engine['host']}:{engine['port']}"
+            _start_recorded(
+                args.state,
+                engine["program"],
+                cmd,
+                args.log_dir / f"{engine['program']}.log",
+                url=url + "/health",
+                timeout=args.timeout,
+            )
+            endpoints["engines"].append(
+                {k: engine[k] for k in ("program", "kind", "model", "alias")} | {"url": url}
+            )
+        if args.proxy:
+            endpoints["proxy"] = _start_proxy(args, config)
+    except (RuntimeError, ValueError, OSError) as err:
+        return _fail_and_stop(args.state, err)
+    print(json.dumps(endpoints, indent=2))
+    return 0
+
+
+def proxy_command(python: str, config: Path, port: int, workers: int) -> list[str]:
+    """LiteLLM as the image runs it (litellm --config ... --num_workers N), via its module."""
+    return [
+        python,
+        "-m",
+        "litellm.proxy.proxy_cli",
+        "--config",
+        str(config / "litellm.yaml"),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--num_workers",
+        str(workers),
+    ]
+
+
+def _start_proxy(args: argparse.Namespace, config: Path) -> dict[str, Any]:
+    """LiteLLM with the rendered config, run from the config dir (custom_auth resolves there)."""
+    settings = read_json(config / "proxy.json") if (config / "proxy.json").is_file() else {}
+    port = args.proxy_port or int(settings.get("port", 28000))
+    workers = args.proxy_workers or int(settings.get("workers", 1))
+    env = dict(os.environ)
+    env.update(parse_env_file((config / "stack.env").read_text(encoding="utf-8")))
+    env["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
+    # abspath, not resolve: a venv's python is a symlink that must stay one (cwd changes below).
+    python = os.path.abspath(args.proxy_python) if "/" in args.proxy_python else args.proxy_python
+    cmd = proxy_command(python, config.resolve(), port, workers)
+    url = f"http://127.0.0.1:{port}"
+    _start_recorded(
+        args.state,
+        "litellm",
+        cmd,
+        args.log_dir / "litellm.log",
+        url=url + "/health/liveliness",
+        timeout=args.timeout,
+        env=env,
+        cwd=config.resolve(),
+        marker="litellm.proxy.proxy_cli",
+    )
+    return {"url": url, "workers": workers, "api_key_env": "LITELLM_MASTER_KEY"}
+
+
+def serve_command(args: argparse.Namespace) -> tuple[list[str], str]:
+    """The llama-server command line of `serve` and its base URL."""
+    extra = list(args.extra)
+    if extra and extra[0] == "--":
+        extra = extra[1:]
+    if args.engine:
+        engines = read_json(args.config_dir / "engines.json")
+        engine = select_engine(engines, args.engine)
+        mapping = parse_model_map(args.model_map)
+        cmd = engine_command(engine, args.llama_server, mapping, args.models_dir, extra)
+    else:
+        base = ["--host", "127.0.0.1", "--port", str(args.port)]
+        cmd = [args.llama_server, *override_args(base, extra)]
+    host = option_value(cmd[1:], "--host") or "127.0.0.1"
+    port = option_value(cmd[1:], "--port") or "8080"
+    return cmd, f"http://{host}:{port}"
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """One llama-server with arbitrary flags (or the plan's engine plus overrides)."""
+    try:
+        cmd, url = serve_command(args)
+        proc = _start_recorded(
+            args.state,
+            args.name,
+            cmd,
+            args.log_dir / f"{args.name}.log",
+            url=url + "/health",
+            timeout=args.timeout,
+        )
+    except (RuntimeError, ValueError, OSError) as err:
+        return _fail_and_stop(args.state, err)
+    print(json.dumps({"name": args.name, "url": url, "cmd": cmd, "ready_s": proc["ready_s"]}))
+    return 0
+
+
+def cmd_args(args: argparse.Namespace) -> int:
+    """Print the command line `serve` would run."""
+    cmd, url = serve_command(args)
+    print(shlex.join(cmd))
+    print(f"# url: {url}", file=sys.stderr)
+    return 0
+
+
+def cmd_stop(args: argparse.Namespace) -> int:
+    """Stop everything recorded in the state file."""
+    stopped = stop_processes(load_state(args.state), args.grace)
+    save_state(args.state, [])
+    print(json.dumps({"stopped": stopped}))
+    return 0
+
+
+def shifted_run_level(run_level: Callable[..., Any], offset: int) -> Callable[..., Any]:
+    """loadgen's run_level with request numbers moved up by ``offset``.
+
+    Why: loadgen numbers requests from 0 in each run (warm-ups from 1,000,000), and the number
+    opens the prompt. Runs of one level each would repeat prompts, and llama-server's prompt
+    cache would answer the repeats early: TTFT would look better than in real use.
+    """
+
+    def wrapper(
+        make_client: Any, one: Any, concurrency: int, requests: int, first_index: int = 0
+    ) -> Any:
+        return run_level(make_client, one, concurrency, requests, first_index + offset)
+
+    return wrapper
+
+
+def cmd_loadgen(args: argparse.Namespace) -> int:
+    """loadgen.py per level (own request count each), prompts distinct across levels."""
+    sys.path.insert(0, str(BENCH_DIR))
+    import loadgen  # noqa: PLC0415 - the sibling script, found through BENCH_DIR
+
+    extra = [a for a in args.extra if a != "--"] if args.extra[:1] == ["--"] else args.extra
+    original = loadgen.run_level
+    offset = args.first_index
+    status = 0
+    try:
+        for clients, requests in parse_levels(args.levels):
+            argv = [*extra, "--concurrency", str(clients)]
+            if requests:
+                argv += ["--requests", str(requests)]
+            loadgen.run_level = shifted_run_level(original, offset)
+            status = max(status, loadgen.main(argv))
+            warmup = int(option_value(extra, "--warmup") or 1)
+            offset += max(requests or max(8, 4 * clients), warmup * clients)
+    finally:
+        loadgen.run_level = original
+    return status
+
+
+def cmd_table(args: argparse.Namespace) -> int:
+    """Print loadgen rows (optionally only some setups) as one table."""
+    rows = []
+    for path in args.files:
+        if not path.is_file():
+            continue
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                row = json.loads(line)
+                if not args.setup or row.get("setup") in args.setup:
+                    rows.append(row)
+    print(format_rows(rows) if rows else "(no rows)")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Command-line options (see the module docstring and bench/README.md)."""
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def common(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--state", type=Path, default=DEFAULT_STATE, help="process record")
+        sp.add_argument("--log-dir", type=Path, default=DEFAULT_LOG_DIR)
+        sp.add_argument("--timeout", type=float, default=300.0, help="readiness wait, seconds")
+
+    def engines(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--config-dir", type=Path, help="rendered configs (engines.json, ...)")
+        sp.add_argument(
+            "--llama-server",
+            default=os.environ.get("LLAMA_SERVER", DEFAULT_LLAMA_SERVER),
+            help="llama-server binary (env LLAMA_SERVER)",
+        )
+        sp.add_argument(
+            "--model-map",
+            action="append",
+            default=[],
+            metavar="KEY=PATH",
+            help="model file of an engine; KEY: kind, program, name, alias or the plan's file",
+        )
+        sp.add_argument("--models-dir", help="where /models/<file> of the plan are found")
+
+    start = sub.add_parser("start", help="start the plan's engines (and --proxy)")
+    common(start)
+    engines(start)
+    start.add_argument("--only", help="only engines with this kind/program/name/alias")
+    start.add_argument("--proxy", action="store_true", help="also start LiteLLM")
+    start.add_argument("--proxy-port", type=int, help="default: proxy.json's port (28000)")
+    start.add_argument("--proxy-workers", type=int, help="default: proxy.json's workers")
+    start.add_argument("--proxy-python", default=sys.executable, help="Python that imports litellm")
+    start.set_defaults(func=cmd_start)
+
+    for name, func, text in (
+        ("serve", cmd_serve, "start one llama-server"),
+        ("args", cmd_args, "print serve's command line"),
+    ):
+        sp = sub.add_parser(name, help=text)
+        common(sp)
+        engines(sp)
+        sp.add_argument("--name", default="llama-server", help="log and record name")
+        sp.add_argument("--engine", help="start from the plan's engine (kind, program, ...)")
+        sp.add_argument("--port", type=int, default=8190, help="without --engine")
+        sp.add_argument("extra", nargs=argparse.REMAINDER, help="-- llama-server flags")
+        sp.set_defaults(func=func)
+
+    stop = sub.add_parser("stop", help="stop what start/serve started")
+    stop.add_argument("--state", type=Path, default=DEFAULT_STATE)
+    stop.add_argument("--grace", type=float, default=20.0, help="seconds before SIGKILL")
+    stop.set_defaults(func=cmd_stop)
+
+    lg = sub.add_parser("loadgen", help="loadgen.py with per-level request counts")
+    lg.add_argument("--levels", default="1:4,8:32,32:64", help="CLIENTS[:REQUESTS],...")
+    lg.add_argument("--first-index", type=int, default=0, help="first request number")
+    lg.add_argument("extra", nargs=argparse.REMAINDER, help="-- loadgen.py options")
+    lg.set_defaults(func=cmd_loadgen)
+
+    table = sub.add_parser("table", help="print result rows")
+    table.add_argument("files", nargs="+", type=Path)
+    table.add_argument("--setup", action="append", help="only these setups (repeatable)")
+    table.set_defaults(func=cmd_table)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Dispatch the subcommand."""
+    args = build_parser().parse_args(argv)
+    needs_config = args.command == "start" or getattr(args, "engine", None)
+    if needs_config and not getattr(args, "config_dir", None):
+        print("native_stack: --config-dir is required here", file=sys.stderr)
+        return 2
+    try:
+        return int(args.func(args))
+    except ValueError as err:
+        print(f"native_stack: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
