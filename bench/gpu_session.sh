@@ -32,6 +32,7 @@
 #   BENCH_CONFIG [$GPU_DIR/config]   configs rendered by bench/render_configs.yml
 #   CHAT_MODEL [/tmp/m/llama3-8b-q8_0.gguf]   EMBED_MODEL [/tmp/m/e5-small-f16.gguf]
 #   CHAT_LEVELS [1:4,8:32,32:64]   clients:requests per level (warm-up: 1 request a client)
+#   CHAT_MAX_TOKENS [256]   PROXY_PORT [proxy.json's, 28000]
 #   EMBED_LEVELS [1:100,16:800]    EMBED_BATCH_LEVELS [1:20,4:80]   EMBED_BATCH [32]
 #   SETUP_SECONDS [100] budget a direct setup needs; LITELLM_SITE [/tmp/site];
 #   LITELLM_PYTHON [python3]; CUDA_ARCH (skip detection); JOBS [nproc]
@@ -56,6 +57,7 @@ PY="${PYTHON:-python3}"
 LITELLM_SITE="${LITELLM_SITE:-/tmp/site}"
 LITELLM_PYTHON="${LITELLM_PYTHON:-$PY}"
 CHAT_LEVELS="${CHAT_LEVELS:-1:4,8:32,32:64}"
+CHAT_MAX_TOKENS="${CHAT_MAX_TOKENS:-256}"
 EMBED_LEVELS="${EMBED_LEVELS:-1:100,16:800}"
 EMBED_BATCH_LEVELS="${EMBED_BATCH_LEVELS:-1:20,4:80}"
 EMBED_BATCH="${EMBED_BATCH:-32}"
@@ -92,7 +94,8 @@ bounded() {
   timeout -k 5 "$left" "$@"
 }
 
-ns() { "$PY" "$BENCH/native_stack.py" "$@"; }
+NS=("$PY" "$BENCH/native_stack.py")
+ns() { "${NS[@]}" "$@"; }
 
 sync_out() {
   mkdir -p "$RESULTS" "$OUT"
@@ -283,7 +286,7 @@ phase_proof() {
   local plog="$RESULTS/proof.log" name=proof
   mkdir -p "$RESULTS"
   rm -f "$LOGS/$name.log"
-  bounded ns serve --name "$name" --state "$STATE" --log-dir "$LOGS" --config-dir "$CONFIG" \
+  bounded "${NS[@]}" serve --name "$name" --state "$STATE" --log-dir "$LOGS" --config-dir "$CONFIG" \
     --engine chat --model-map "chat=$CHAT_MODEL" >/dev/null
   {
     echo "# proof: the project's chat engine (engines.json) on this machine, $(date -u +%FT%TZ)"
@@ -292,6 +295,7 @@ phase_proof() {
     echo "# command: $(head -c 2000 "$LOGS/$name.log" | sed -n 's/^=== native_stack: //p' | head -1)"
     grep -E 'ggml_cuda_init|CUDA devices|Device [0-9]+:|compiled for|offload|CUDA[0-9]+ (model|KV|compute) buffer|flash_attn|n_ctx_seq|n_seq_max|kv_unified|n_slots|system_info|listening|error' \
       "$LOGS/$name.log" | head -60
+    template_check http://127.0.0.1:8090
     echo "# one request (256 tokens, ignore_eos):"
     "$PY" - <<'EOF'
 import json, urllib.request
@@ -330,23 +334,46 @@ setup_command() {
     # What llama-server needs to serve this model on the GPU: nothing beyond the model (its
     # --n-gpu-layers default is auto, i.e. every layer that fits: all 33 here).
     server-defaults) printf '%s\tplain\t-m %s %s\n' "$name" "$CHAT_MODEL" "$flags" ;;
-    # The seed's entrypoint.sh (bare --flash-attn is `--flash-attn on` on today's llama.cpp).
-    seed) printf '%s\tplain\t-m %s --chat-template llama3 --ctx-size 4096 --n-gpu-layers 40 --parallel 8 --threads-batch 8 --threads-http 8 --cont-batching --flash-attn on %s\n' \
+    # The seed's entrypoint.sh. Today's llama-server differs in two defaults: bare --flash-attn
+    # is now `--flash-attn on`, and Jinja templates are on, which turns `--chat-template llama3`
+    # into the literal template "llama3" (every prompt would be that one word); --no-jinja
+    # gives the built-in llama3 template the seed's server used.
+    seed) printf '%s\tplain\t-m %s --chat-template llama3 --no-jinja --ctx-size 4096 --n-gpu-layers 40 --parallel 8 --threads-batch 8 --threads-http 8 --cont-batching --flash-attn on %s\n' \
       "$name" "$CHAT_MODEL" "$flags" ;;
     project) printf '%s\tengine\t%s\n' "$name" "$flags" ;;
   esac
+}
+
+# template_check URL: how the server formats a chat prompt. A literal "llama3" (a template name
+# taken as a Jinja template) means every request would be the same 3-token prompt.
+template_check() {
+  "$PY" - "$1" <<'EOF'
+import json, sys, urllib.request
+body = json.dumps({"messages": [{"role": "user", "content": "Request 1: hello"}]}).encode()
+req = urllib.request.Request(sys.argv[1] + "/apply-template", data=body,
+                             headers={"Content-Type": "application/json"})
+try:
+    prompt = json.load(urllib.request.build_opener(urllib.request.ProxyHandler({})).open(
+        req, timeout=30)).get("prompt", "")
+except Exception as err:
+    print(f"chat template check: no answer ({err})")
+    sys.exit(0)
+verdict = "OK" if "Request 1: hello" in prompt else "BROKEN (the prompt text is lost)"
+print(f"chat template check: {verdict}: {prompt!r}")
+EOF
 }
 
 # run_chat_levels LABEL URL OUTFILE FIRST_INDEX [loadgen options...]
 run_chat_levels() {
   local label="$1" url="$2" out="$3" first="$4"
   shift 4
-  bounded ns loadgen --levels "$CHAT_LEVELS" --first-index "$first" -- --url "$url" \
-    --model "${CHAT_NAME:-chat}" --label "$label" --warmup 1 --out "$out" "$@"
+  bounded "${NS[@]}" loadgen --levels "$CHAT_LEVELS" --first-index "$first" -- --url "$url" \
+    --model "${CHAT_NAME:-chat}" --label "$label" --warmup 1 --max-tokens "$CHAT_MAX_TOKENS" \
+    --out "$out" "$@"
 }
 
 phase_direct() {
-  local setups=("$@") line name mode flags url rc served
+  local setups=("$@") line name mode flags url rc served check
   [ "${#setups[@]}" -gt 0 ] || setups=(server-defaults seed project)
   copy_config
   mkdir -p "$RESULTS"
@@ -360,10 +387,10 @@ phase_direct() {
     rm -f "$LOGS/$name.log"
     rc=0
     if [ "$mode" = engine ]; then
-      served=$(bounded ns serve --name "$name" --state "$STATE" --log-dir "$LOGS" \
+      served=$(bounded "${NS[@]}" serve --name "$name" --state "$STATE" --log-dir "$LOGS" \
         --config-dir "$CONFIG" --engine chat --model-map "chat=$CHAT_MODEL" -- "${argv[@]}") || rc=$?
     else
-      served=$(bounded ns serve --name "$name" --state "$STATE" --log-dir "$LOGS" \
+      served=$(bounded "${NS[@]}" serve --name "$name" --state "$STATE" --log-dir "$LOGS" \
         --port "$DIRECT_PORT" -- "${argv[@]}") || rc=$?
     fi
     if [ "$rc" != 0 ]; then
@@ -373,10 +400,13 @@ phase_direct() {
     fi
     url=$("$PY" -c 'import json,sys; print(json.loads(sys.argv[1])["url"])' "$served")
     log "direct: '$name' on $url: $(sed -n 's/^=== native_stack: //p' "$LOGS/$name.log" | tail -1)"
+    check=$(template_check "$url")
+    log "direct: '$name' $check"
     run_chat_levels "$name" "$url" "$RESULTS/chat-direct.jsonl" 0 || log "direct: '$name' had errors or ran out of time"
     ns stop --state "$STATE" >/dev/null
     {
       echo "=== $name: $(sed -n 's/^=== native_stack: //p' "$LOGS/$name.log" | tail -1)"
+      echo "$check"
       grep -E 'offloaded|n_ctx_seq|n_slots|flash_attn|kv_unified|CUDA0 (KV|compute) buffer' "$LOGS/$name.log" | head -12
     } >>"$RESULTS/server-logs.txt"
     done_setups+=("$name")
@@ -396,15 +426,23 @@ phase_proxy() {
     return 1
   fi
   mkdir -p "$RESULTS"
+  # LiteLLM 1.108 fetches a Llama-3 tokenizer from Hugging Face for models named like Llama-3,
+  # on every streamed request; offline that is 5 retries, ~23 s per request. HF_HUB_OFFLINE=1
+  # makes it fall back at once. Set here unless stack.env decides (BENCH_HF_OFFLINE=0: don't).
+  if ! grep -q '^HF_HUB_OFFLINE=' "$CONFIG/stack.env" && [ "${BENCH_HF_OFFLINE:-1}" = 1 ]; then
+    log "proxy: stack.env has no HF_HUB_OFFLINE; setting HF_HUB_OFFLINE=1 for LiteLLM (see README)"
+    export HF_HUB_OFFLINE=1
+  fi
   local endpoints key chat_url chat_name chat_alias embed_url embed_name embed_alias proxy_url
-  endpoints=$(PYTHONPATH="$LITELLM_SITE${PYTHONPATH:+:$PYTHONPATH}" bounded ns start \
+  endpoints=$(PYTHONPATH="$LITELLM_SITE${PYTHONPATH:+:$PYTHONPATH}" bounded "${NS[@]}" start \
     --state "$STATE" --log-dir "$LOGS" --config-dir "$CONFIG" --timeout 240 \
     --model-map "chat=$CHAT_MODEL" --model-map "embedding=$EMBED_MODEL" \
-    --proxy --proxy-python "$LITELLM_PYTHON")
+    --proxy --proxy-python "$LITELLM_PYTHON" ${PROXY_PORT:+--proxy-port "$PROXY_PORT"})
   echo "$endpoints" >&2
   key=$(sed -n 's/^LITELLM_MASTER_KEY=//p' "$CONFIG/stack.env")
   read -r chat_url chat_name chat_alias embed_url embed_name embed_alias proxy_url < <(
     "$PY" -c 'import json,sys; e=json.loads(sys.argv[1]); c=[x for x in e["engines"] if x["kind"]=="chat"][0]; m=[x for x in e["engines"] if x["kind"]=="embedding"][0]; print(c["url"], c["model"], c["alias"], m["url"], m["model"], m["alias"], e["proxy"]["url"])' "$endpoints")
+  template_check "$chat_url" >&2
   local chat_out="$RESULTS/chat-proxy.jsonl" embed_out="$RESULTS/embed.jsonl"
   # Distinct request numbers for the proxy runs: the same engine serves both, and a repeated
   # prompt would be answered from its prompt cache.
@@ -414,9 +452,9 @@ phase_proxy() {
   local kind levels batch
   for kind in single batch; do
     if [ "$kind" = single ]; then levels="$EMBED_LEVELS" batch=1; else levels="$EMBED_BATCH_LEVELS" batch="$EMBED_BATCH"; fi
-    bounded ns loadgen --levels "$levels" -- --mode embeddings --url "$embed_url" \
+    bounded "${NS[@]}" loadgen --levels "$levels" -- --mode embeddings --url "$embed_url" \
       --model "$embed_name" --batch "$batch" --label "embeddings b$batch direct" --out "$embed_out" || true
-    bounded ns loadgen --levels "$levels" --first-index 500000 -- --mode embeddings \
+    bounded "${NS[@]}" loadgen --levels "$levels" --first-index 500000 -- --mode embeddings \
       --url "$proxy_url" --api-key "$key" --model "$embed_alias" --batch "$batch" \
       --label "embeddings b$batch via proxy" --out "$embed_out" || true
   done

@@ -30,10 +30,12 @@ import json
 import os
 import shlex
 import signal
+import socket
 import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -131,15 +133,30 @@ def override_args(base: Sequence[str], extra: Sequence[str]) -> list[str]:
     Used for the flag matrix: the project's chat engine plus ``--parallel 32 --ctx-size 131072``
     must run with 32 slots, and the recorded command line must say so once.
     """
-    extra_groups = split_options(extra)
+    extra_groups = _last_wins(split_options(extra))
     replaced = set()
     for group in extra_groups:
-        flag = canonical_flag(group[0])
-        replaced.add(flag)
-        if flag in FLAG_OPPOSITES:
-            replaced.add(FLAG_OPPOSITES[flag])
+        replaced |= _flag_family(group[0])
     kept = [g for g in split_options(base) if canonical_flag(g[0]) not in replaced]
     return [token for group in kept + extra_groups for token in group]
+
+
+def _flag_family(flag: str) -> set[str]:
+    """A flag's canonical name and its boolean opposite, if any."""
+    name = canonical_flag(flag)
+    return {name, FLAG_OPPOSITES[name]} if name in FLAG_OPPOSITES else {name}
+
+
+def _last_wins(groups: list[list[str]]) -> list[list[str]]:
+    """Keep only the last of options that set the same thing (a base and a candidate's flags)."""
+    seen: set[str] = set()
+    kept = []
+    for group in reversed(groups):
+        if canonical_flag(group[0]) in seen:
+            continue
+        seen |= _flag_family(group[0])
+        kept.append(group)
+    return kept[::-1]
 
 
 def parse_model_map(items: Iterable[str]) -> dict[str, str]:
@@ -369,7 +386,9 @@ def wait_ready(proc: dict[str, Any], url: str, timeout: float) -> float:
     while time.monotonic() - began < timeout:
         if http_status(url) == 200:
             return time.monotonic() - began
-        if not alive(proc["pid"], proc["marker"]):
+        # No marker here: just after the fork the child may not have exec'd its program yet,
+        # and the pid was started a moment ago, so it cannot have been recycled.
+        if not alive(proc["pid"], ""):
             raise RuntimeError(
                 f"{proc['name']} exited before it was ready; log {proc['log']}:\n"
                 + log_tail(proc["log"])
@@ -406,10 +425,26 @@ def read_json(path: Path) -> Any:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
+def port_busy(url: str) -> bool:
+    """True when something already listens at the URL's host:port.
+
+    Checked before a start: a leftover server there would answer the readiness probe for the
+    new one, which would have failed to bind, and the benchmark would measure the wrong process.
+    """
+    parts = urllib.parse.urlsplit(url)
+    try:
+        with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 80), 1.0):
+            return True
+    except OSError:
+        return False
+
+
 def _start_recorded(
     state: Path, name: str, cmd: list[str], log: Path, *, url: str, timeout: float, **kw: Any
 ) -> dict[str, Any]:
     """Launch, record in the state file at once (so stop finds it even on failure), wait."""
+    if port_busy(url):
+        raise RuntimeError(f"{name}: something already listens at {url}; stop it first")
     proc = launch(name, cmd, log, **kw)
     save_state(state, [*load_state(state), proc])
     proc["ready_s"] = round(wait_ready(proc, url, timeout), 1)

@@ -27,6 +27,10 @@ Model entry (one dict per model)::
     batch_size, ubatch_size   optional llama-server batch sizes
     pooling       embedding only: none | mean | cls | last | rank (default mean)
     extra_args    list of extra llama-server arguments (strings), never the managed ones
+    size_gb       optional hint: the file's size in GB, for the `auto` GPU layout when the size
+                  is not known otherwise (a controller `src` file is measured, a download is not)
+    gpu_memory_gb optional: GPU memory one engine of this model needs (weights + KV cache +
+                  buffers), overriding the estimate of the GPU layout (see localai_engine_plan)
 
 The context rule: llama-server splits --ctx-size evenly over --parallel slots, so one request
 gets ctx_size // parallel tokens. That must hold the prompt budget plus the reply:
@@ -37,6 +41,7 @@ in one physical batch).
 
 from __future__ import annotations
 
+import os
 import re
 from typing import Any
 
@@ -49,6 +54,7 @@ KINDS = ("chat", "embedding")
 FLASH_ATTN = ("on", "off", "auto")
 POOLING = ("none", "mean", "cls", "last", "rank")
 GPU_MODES = ("cpu", "gpu", "single", "split", "replicas")
+GPU_LAYOUTS = ("auto", "replicas", "split", "single")
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 FILE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,200}\.gguf$")
@@ -74,6 +80,8 @@ COMMON_FIELDS = (
     "ubatch_size",
     "extra_args",
     "description",
+    "size_gb",
+    "gpu_memory_gb",
 )
 CHAT_ONLY = ("max_tokens", "chat_template", "jinja")
 EMBEDDING_ONLY = ("pooling",)
@@ -147,6 +155,11 @@ def _label(var_name: str, index: int, entry: Any) -> str:
 def _is_int(value: Any) -> bool:
     """True for real integers; YAML booleans are ints in Python and must not pass."""
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    """True for ints and floats, never booleans."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _settings(entry: dict[str, Any]) -> dict[str, Any]:
@@ -287,6 +300,10 @@ def _check_engine(label: str, settings: dict[str, Any]) -> list[str]:
     if settings.get("jinja") is not None and not isinstance(settings["jinja"], bool):
         errors.append(f"{label}: field 'jinja' is {settings['jinja']!r}; fix: true or false")
     errors += _check_extra_args(label, settings.get("extra_args"))
+    for field in ("size_gb", "gpu_memory_gb"):
+        value = settings.get(field)
+        if value is not None and not (_is_number(value) and value > 0):
+            errors.append(f"{label}: field '{field}' is {value!r}; fix: a number > 0 (GB)")
     if not errors:
         errors += _check_context(label, settings)
     return errors
@@ -409,72 +426,272 @@ def _engine_args(s: dict[str, Any], host: str, port: int, model_path: str, cpu: 
         args += ["--embeddings", "--pooling", s["pooling"]]
     else:
         args += ["--n-predict", str(s["max_tokens"])]
-        if s.get("jinja") is not None:
-            args.append("--jinja" if s["jinja"] else "--no-jinja")
+        jinja = s.get("jinja")
+        if jinja is None and s.get("chat_template"):
+            # A template NAME (llama3, mistral-v1, ...) is one of llama-server's built-in
+            # templates, which only the non-Jinja path knows: with Jinja on (the default since
+            # 2025) the name itself is taken as the template text and every prompt renders as
+            # the word "llama3" (seen on ref 0c1e570 with /apply-template).
+            jinja = False
+        if jinja is not None:
+            args.append("--jinja" if jinja else "--no-jinja")
         if s.get("chat_template"):
             args += ["--chat-template", s["chat_template"]]
     return args + [str(a) for a in s["extra_args"]]
 
 
-def _program(kind: str, index: int, name: str) -> str:
-    """Supervisor program name: the first engine of a kind keeps the short, documented name."""
+def _program(kind: str, index: int, name: str, replica: int | None = None) -> str:
+    """Supervisor program name: the first engine of a kind keeps the short, documented name.
+
+    Replicas of one model add their index (llamacpp-chat-0, llamacpp-chat-1, ...); a single
+    engine keeps the name it always had, so logs and docs stay valid on one-GPU hosts.
+    """
     base = "llamacpp-chat" if kind == "chat" else "llamacpp-embeddings"
-    if index == 0:
-        return base
-    slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
-    return f"{base}-{slug}"
+    if index > 0:
+        slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+        base = f"{base}-{slug}"
+    return base if replica is None else f"{base}-{replica}"
+
+
+# GPU memory estimate of one engine (the `auto` layout and the fit check). The model file is
+# loaded whole into GPU memory; on top of it come the KV cache (grows with ctx_size) and the
+# compute buffers. Documented margin: KV_MARGIN_PCT of the file size plus RESERVE_MIB per GPU
+# (CUDA context, compute buffers). An entry's gpu_memory_gb replaces the whole estimate.
+KV_MARGIN_PCT = 30
+RESERVE_MIB = 1024
+MIB = 1048576
+
+
+def _model_size(entry: dict[str, Any], sizes: dict[str, Any] | None, stat_src: bool) -> int | None:
+    """Bytes of a model file: the models role's sizes, then the size_gb hint, then `src`.
+
+    None when nothing tells (a download not yet probed): the `auto` layout then refuses to
+    guess and asks for a hint or an explicit layout.
+    """
+    known = (sizes or {}).get(entry["file"])
+    if isinstance(known, dict):  # a models.lock.yml entry: {sha256, size, ...}
+        known = known.get("size")
+    if _is_number(known) and known > 0:
+        return int(known)
+    if _is_number(entry.get("size_gb")):
+        return int(entry["size_gb"] * 1e9)
+    src = entry.get("src")
+    if stat_src and isinstance(src, str) and os.path.isfile(src):
+        return os.path.getsize(src)
+    return None
+
+
+def _need_mib(
+    entry: dict[str, Any], size: int | None, margin_pct: int, reserve_mib: int
+) -> int | None:
+    """GPU memory (MiB) one engine of the model needs, by the documented margin."""
+    if _is_number(entry.get("gpu_memory_gb")):
+        return int(entry["gpu_memory_gb"] * 1e9 / MIB)
+    if size is None:
+        return None
+    return int(size / MIB * (100 + margin_pct) / 100) + reserve_mib
+
+
+def _gpu_list(gpus: Any) -> list[dict[str, Any]]:
+    """The nvidia_toolkit_gpus fact, reduced to index and memory_mib, in index order."""
+    out = []
+    for position, gpu in enumerate(gpus or []):
+        if not isinstance(gpu, dict):
+            raise AnsibleFilterError(f"localai_engine_plan: gpus[{position}] is not a mapping")
+        index = int(gpu.get("index", position))
+        memory = gpu.get("memory_mib")
+        out.append({"index": index, "memory_mib": int(memory) if memory else 0})
+    return sorted(out, key=lambda g: g["index"])
+
+
+def _fit_errors(
+    layout: str, gpus: list[dict[str, Any]], chat_need: list[int], embed_need: int
+) -> list[str]:
+    """Why a layout does not fit the GPUs (empty: it fits).
+
+    replicas: every GPU holds one engine of each chat model, GPU 0 also the embedding
+    engines. single: GPU 0 holds everything. split: the GPUs' memory together holds it.
+    """
+    chat = sum(chat_need)
+    if layout == "replicas":
+        wanted = [chat + (embed_need if i == 0 else 0) for i in range(len(gpus))]
+        return [
+            f"GPU {g['index']} has {g['memory_mib']} MiB but needs {need}"
+            for g, need in zip(gpus, wanted, strict=True)
+            if g["memory_mib"] < need
+        ]
+    if layout == "single":
+        need = chat + embed_need
+        first = gpus[0]
+        if first["memory_mib"] < need:
+            return [f"GPU {first['index']} has {first['memory_mib']} MiB but needs {need}"]
+        return []
+    total = sum(g["memory_mib"] for g in gpus)
+    need = chat + embed_need + RESERVE_MIB * (len(gpus) - 1)
+    return (
+        [f"the {len(gpus)} GPUs have {total} MiB together but need {need}"] if total < need else []
+    )
+
+
+def _choose_layout(
+    layout: str,
+    gpus: list[dict[str, Any]],
+    needs: dict[str, list[int | None]],
+    var_name: str,
+) -> str:
+    """Resolve `auto` and check that the layout fits; raise naming the variable otherwise."""
+    if not gpus:
+        return "single"
+    tried = ""
+    known = None not in needs["chat"] and None not in needs["embedding"]
+    chat = [n for n in needs["chat"] if n is not None]
+    embed = sum(n for n in needs["embedding"] if n is not None)
+    if layout == "auto":
+        if len(gpus) == 1:
+            layout = "single"
+        elif not known:
+            raise AnsibleFilterError(
+                f"{var_name} is 'auto' but the size of a model file is not known yet, so the "
+                "layout cannot be chosen; fix: add size_gb (the file size in GB) to each chat "
+                f"model in localai_models, or set {var_name} to replicas (one engine per GPU) "
+                "or split (one engine across the GPUs)"
+            )
+        else:
+            # Nothing fits: judge split, the layout with the most memory, for the message.
+            layout = next(
+                (c for c in ("replicas", "split") if not _fit_errors(c, gpus, chat, embed)),
+                "split",
+            )
+            tried = "'auto' (replicas and split tried)"
+    if not known:
+        return layout
+    errors = _fit_errors(layout, gpus, chat, embed)
+    if errors:
+        raise AnsibleFilterError(
+            f"{var_name} is {tried or repr(layout)} but the models do not fit: "
+            f"{'; '.join(errors)} MiB "
+            f"(estimate: file size + {KV_MARGIN_PCT}% for the KV cache + {RESERVE_MIB} MiB "
+            "per GPU, or the model's gpu_memory_gb); fix: choose another layout (split spreads "
+            "one engine over all GPUs), a smaller quantisation or ctx_size, or set "
+            "gpu_memory_gb on the model if you measured it"
+        )
+    return layout
+
+
+def _replicas(
+    layout: str, gpu_mode: str, gpus: list[dict[str, Any]], cpu_replicas: int
+) -> list[int | None]:
+    """GPU index of each chat engine of one model (None: no pinning)."""
+    if gpu_mode == "cpu":
+        return [None] * (cpu_replicas if layout in ("auto", "replicas") else 1)
+    if not gpus or layout == "split":
+        return [None]
+    if layout == "single":
+        return [gpus[0]["index"]]
+    return [g["index"] for g in gpus]
+
+
+def _split_args(layout: str, gpu_mode: str, gpus: list[dict[str, Any]]) -> list[str]:
+    """--split-mode layer --tensor-split in proportion to each GPU's memory."""
+    if gpu_mode == "cpu" or layout != "split" or len(gpus) < 2:
+        return []
+    weights = ",".join(str(max(g["memory_mib"], 1)) for g in gpus)
+    return ["--split-mode", "layer", "--tensor-split", weights]
 
 
 def localai_engine_plan(
     models: Any,
     gpu_mode: str = "gpu",
     *,
+    layout: str = "auto",
+    gpus: Any = None,
+    sizes: dict[str, Any] | None = None,
+    cpu_replicas: int = 1,
     chat_port_base: int = 8090,
     embedding_port_base: int = 8080,
     host: str = "127.0.0.1",
+    listen_host: str | None = None,
     models_mount: str = "/models",
     allow_unverified: bool = True,
     allow_http: bool = True,
+    stat_src: bool = True,
+    var_name: str = "localai_gpu_layout",
 ) -> list[dict[str, Any]]:
-    """Return the engines to run: one llama-server per model today.
+    """Return the engines to run: one llama-server per model, or per model and GPU.
 
-    gpu_mode: 'cpu' (no offload: --n-gpu-layers 0), 'gpu'/'single'/'split' (one engine per
-    model on all visible GPUs), 'replicas' (reserved: one chat engine per GPU; until that
-    layout is built it also yields one engine per model, gpu null). Ports: chat engines from
-    chat_port_base up, embedding engines from embedding_port_base up, in list order.
+    gpu_mode: 'cpu' (no offload: --n-gpu-layers 0) or 'gpu'. The older values 'single',
+    'split' and 'replicas' still work as gpu_mode='gpu' with that layout.
+    layout (localai_gpu_layout): 'replicas' runs one chat engine per GPU, pinned with
+    `gpu: <index>` (programs.conf sets CUDA_VISIBLE_DEVICES), each a deployment of the same
+    alias that LiteLLM balances; 'split' runs one engine across all GPUs (--split-mode layer,
+    --tensor-split by memory); 'single' runs one engine on the first GPU; 'auto' takes single
+    on one GPU, else replicas when one engine of every chat model fits each GPU, else split.
+    Fit = file size + KV_MARGIN_PCT % + RESERVE_MIB per GPU (or gpu_memory_gb); a layout that
+    does not fit raises, naming var_name. Embedding engines stay one each, on the first GPU.
+    gpus: nvidia_toolkit_gpus ([{index, memory_mib, ...}]); empty: no pinning (as before).
+    sizes: {file: bytes} from the models role (or the lock file's {file: {size}}); else
+    size_gb, else os.stat of `src`.
+    cpu_replicas: chat engines per chat model in cpu mode (layout auto or replicas).
+    Ports: chat engines from chat_port_base up, embedding engines from embedding_port_base up,
+    in list order. host is the address clients (LiteLLM) use; listen_host (default: host) is
+    what llama-server binds, e.g. 0.0.0.0 inside a container whose ports a fleet node publishes.
     Source/sha rules are the models role's business, hence the permissive defaults here.
     """
     if gpu_mode not in GPU_MODES:
         raise AnsibleFilterError(
             f"localai_engine_plan: gpu_mode is {gpu_mode!r}; fix: one of {', '.join(GPU_MODES)}"
         )
+    if gpu_mode in GPU_LAYOUTS:
+        gpu_mode, layout = "gpu", gpu_mode
+    if layout not in GPU_LAYOUTS:
+        raise AnsibleFilterError(f"{var_name} is {layout!r}; fix: one of {', '.join(GPU_LAYOUTS)}")
+    if not _is_int(cpu_replicas) or cpu_replicas < 1:
+        raise AnsibleFilterError(f"localai_cpu_replicas is {cpu_replicas!r}; fix: an integer >= 1")
     errors = localai_models_validate(
         models, allow_unverified=allow_unverified, allow_http=allow_http
     )
     if errors:
         raise AnsibleFilterError("localai_engine_plan: invalid model list:\n" + "\n".join(errors))
+    gpu_list = _gpu_list(gpus) if gpu_mode != "cpu" else []
+    settings = [_settings(entry) for entry in models]
+    needs: dict[str, list[int | None]] = {"chat": [], "embedding": []}
+    for s in settings:
+        size = _model_size(s, sizes, stat_src)
+        needs[s["kind"]].append(_need_mib(s, size, KV_MARGIN_PCT, RESERVE_MIB))
+    if gpu_mode != "cpu":
+        layout = _choose_layout(layout, gpu_list, needs, var_name)
+    first_gpu = gpu_list[0]["index"] if gpu_list else None
     engines: list[dict[str, Any]] = []
     counters = {"chat": 0, "embedding": 0}
-    bases = {"chat": chat_port_base, "embedding": embedding_port_base}
-    for entry in models:
-        s = _settings(entry)
-        index = counters[s["kind"]]
-        counters[s["kind"]] += 1
-        port = bases[s["kind"]] + index
-        model_path = f"{models_mount.rstrip('/')}/{s['file']}"
-        engines.append(
-            {
-                "program": _program(s["kind"], index, s["name"]),
-                "kind": s["kind"],
-                "model": s["name"],
-                "alias": s["alias"],
-                "host": host,
-                "port": port,
-                "model_path": model_path,
-                "args": _engine_args(s, host, port, model_path, gpu_mode == "cpu"),
-                "gpu": None,
-            }
+    ports = {"chat": chat_port_base, "embedding": embedding_port_base}
+    bind = listen_host or host
+    for s in settings:
+        kind = s["kind"]
+        index = counters[kind]
+        counters[kind] += 1
+        pins = (
+            _replicas(layout, gpu_mode, gpu_list, cpu_replicas) if kind == "chat" else [first_gpu]
         )
+        model_path = f"{models_mount.rstrip('/')}/{s['file']}"
+        for replica, gpu in enumerate(pins):
+            port = ports[kind]
+            ports[kind] += 1
+            args = _engine_args(s, bind, port, model_path, gpu_mode == "cpu")
+            if kind == "chat":
+                args += _split_args(layout, gpu_mode, gpu_list)
+            engines.append(
+                {
+                    "program": _program(kind, index, s["name"], replica if len(pins) > 1 else None),
+                    "kind": kind,
+                    "model": s["name"],
+                    "alias": s["alias"],
+                    "host": host,
+                    "port": port,
+                    "model_path": model_path,
+                    "args": args,
+                    "gpu": gpu,
+                }
+            )
     _check_plan(engines)
     return engines
 

@@ -130,3 +130,16 @@ def test_placed_and_lock_helpers():
     lock = lm.localai_models_lock({}, resolved, [{"file": "a.gguf", "sha256": "abc"}])
     assert lock["models"]["a.gguf"]["sha256"] == "abc"
     assert lock["models"]["a.gguf"]["origin"].startswith("UNVERIFIED")
+
+
+def test_named_chat_template_turns_jinja_off():
+    """A built-in template name only works on the non-Jinja path; Jinja would render the name."""
+    args = lm.localai_engine_plan(models(), "cpu")[0]["args"]
+    assert "--no-jinja" in args and "--jinja" not in args
+    assert flag(args, "--chat-template") == "llama3"
+
+
+def test_explicit_jinja_with_template_is_kept():
+    chat = {**models()[0], "chat_template": "{{ messages }}", "jinja": True}
+    args = lm.localai_engine_plan([chat], "cpu")[0]["args"]
+    assert "--jinja" in args and "--no-jinja" not in args

@@ -1,0 +1,142 @@
+"""Fleet (issue 6): two engine nodes and a gateway; the gateway balances, survives a node, heals.
+
+The tests talk to the gateway's published port from the controller, and to the nodes' engines
+on the container network (the controller reaches it: it is a Docker bridge on this host).
+Which engine served is read from each llama-server's own /metrics (tokens_predicted_total).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+
+import httpx
+import pytest
+
+GATEWAY = "http://127.0.0.1:28200/v1"
+CLIENT_KEY = "molecule-test-key-0123456789abcdef"
+ENGINE_KEY = "molecule-fleet-engine-key-0123456789"
+NODES = {"localai-fleet-node1": (8090, 8091), "localai-fleet-node2": (8090,)}
+GATEWAY_HOST = "localai-fleet-gateway"
+
+
+def docker(*args: str) -> str:
+    """Run the controller's docker CLI and return stdout."""
+    return subprocess.run(["docker", *args], check=True, capture_output=True, text=True).stdout
+
+
+def node_ip(name: str) -> str:
+    """The node's address on the fleet network (what its engines are published on)."""
+    out = docker("inspect", "-f", "{{json .NetworkSettings.Networks}}", name)
+    return json.loads(out)["localai-fleet"]["IPAddress"]
+
+
+def predicted(name: str, port: int) -> float:
+    """tokens_predicted_total of one engine (needs the engine key)."""
+    reply = httpx.get(
+        f"http://{node_ip(name)}:{port}/metrics",
+        headers={"Authorization": f"Bearer {ENGINE_KEY}"},
+        timeout=10,
+    )
+    reply.raise_for_status()
+    for line in reply.text.splitlines():
+        if line.startswith("llamacpp:tokens_predicted_total"):
+            return float(line.split()[-1])
+    raise AssertionError(f"no tokens_predicted_total in {name}:{port}/metrics")
+
+
+def snapshot() -> dict[tuple[str, int], float]:
+    """tokens_predicted_total of every engine of the fleet."""
+    return {(n, p): predicted(n, p) for n, ports in NODES.items() for p in ports}
+
+
+def chat(client: httpx.Client) -> httpx.Response:
+    """One small chat through the gateway."""
+    return client.post(
+        f"{GATEWAY}/chat/completions",
+        json={
+            "model": "gpt-3.5-turbo",
+            "messages": [{"role": "user", "content": "Say hi."}],
+            "max_tokens": 4,
+        },
+    )
+
+
+@pytest.fixture(scope="module")
+def client() -> httpx.Client:
+    with httpx.Client(headers={"Authorization": f"Bearer {CLIENT_KEY}"}, timeout=120) as c:
+        yield c
+
+
+def wait_healthy(name: str, seconds: float = 300) -> None:
+    """Wait until every engine of a node answers /health (public endpoint) with 200."""
+    deadline = time.monotonic() + seconds
+    for port in NODES[name]:
+        while True:
+            try:
+                if httpx.get(f"http://{node_ip(name)}:{port}/health", timeout=5).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, f"{name}:{port} not healthy in {seconds}s"
+            time.sleep(2)
+
+
+def test_gateway_balances_over_both_nodes_and_both_replicas(client):
+    before = snapshot()
+    for _ in range(30):
+        reply = chat(client)
+        assert reply.status_code == 200, reply.text
+    after = snapshot()
+    served = {engine for engine in before if after[engine] > before[engine]}
+    assert {n for n, _ in served} == set(NODES), f"served: {sorted(served)}"
+    # CPU replicas layout: node 1 runs two chat engines, and both served.
+    assert {p for n, p in served if n == "localai-fleet-node1"} == {8090, 8091}
+
+
+def test_embeddings_through_the_gateway(client):
+    reply = client.post(
+        f"{GATEWAY}/embeddings", json={"model": "text-embedding-ada-002", "input": "hello"}
+    )
+    assert reply.status_code == 200, reply.text
+    assert len(reply.json()["data"][0]["embedding"]) == 384
+
+
+def test_engines_need_the_key_and_it_is_not_on_a_command_line():
+    ip = node_ip("localai-fleet-node2")
+    assert httpx.get(f"http://{ip}:8090/v1/models", timeout=10).status_code == 401
+    ok = httpx.get(
+        f"http://{ip}:8090/v1/models",
+        headers={"Authorization": f"Bearer {ENGINE_KEY}"},
+        timeout=10,
+    )
+    assert ok.status_code == 200
+    processes = docker("exec", "localai-fleet-node2", "ps", "-eo", "args")
+    assert "llama-server" in processes and ENGINE_KEY not in processes
+
+
+def test_only_the_gateway_publishes_28000():
+    gateway = docker("exec", GATEWAY_HOST, "ss", "-Hltn")
+    assert ":28000 " in gateway
+    assert not any(f":{p} " in gateway for p in (8080, 8090, 8091))
+    for name in NODES:
+        listening = docker("exec", name, "ss", "-Hltn")
+        assert ":28000 " not in listening
+        assert f"{node_ip(name)}:8090 " in listening
+
+
+def test_a_stopped_node_costs_no_request_and_comes_back(client):
+    docker("exec", "localai-fleet-node2", "systemctl", "stop", "localai-llamacpp")
+    try:
+        failures = [r.text for r in (chat(client) for _ in range(100)) if r.status_code != 200]
+        assert failures == [], f"{len(failures)} of 100 failed: {failures[:3]}"
+    finally:
+        docker("exec", "localai-fleet-node2", "systemctl", "start", "localai-llamacpp")
+    wait_healthy("localai-fleet-node2")
+    before = predicted("localai-fleet-node2", 8090)
+    deadline = time.monotonic() + 120
+    while predicted("localai-fleet-node2", 8090) <= before:
+        assert time.monotonic() < deadline, "node 2 got no traffic within 120 s of its restart"
+        assert chat(client).status_code == 200
+        time.sleep(0.5)

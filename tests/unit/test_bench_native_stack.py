@@ -1,0 +1,251 @@
+"""Unit tests for bench/native_stack.py: argument mapping, model paths, env file, levels.
+
+The GPU machine is lent for minutes at a time, so every piece that can be wrong without a GPU
+(which flag replaces which, where a model file is found, how the per-level runs number their
+requests) is checked here, and the process handling against a tiny fake server.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import socket
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(name, REPO / "bench" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+ns = _load("native_stack")
+
+CHAT = {
+    "program": "llamacpp-chat",
+    "kind": "chat",
+    "model": "Llama-3-ELYZA-JP-8B",
+    "alias": "gpt-3.5-turbo",
+    "host": "127.0.0.1",
+    "port": 8090,
+    "model_path": "/models/Llama-3-ELYZA-JP-8B-Q8_0.gguf",
+    "args": [
+        "--model",
+        "/models/Llama-3-ELYZA-JP-8B-Q8_0.gguf",
+        "--alias",
+        "Llama-3-ELYZA-JP-8B",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "8090",
+        "--ctx-size",
+        "32768",
+        "--parallel",
+        "8",
+        "--n-gpu-layers",
+        "999",
+        "--flash-attn",
+        "auto",
+        "--metrics",
+        "--n-predict",
+        "1024",
+        "--chat-template",
+        "llama3",
+    ],
+    "gpu": None,
+}
+EMBED = {
+    "program": "llamacpp-embeddings",
+    "kind": "embedding",
+    "model": "multilingual-e5-small",
+    "alias": "text-embedding-ada-002",
+    "host": "127.0.0.1",
+    "port": 8080,
+    "model_path": "/models/multilingual-e5-small-q8_0.gguf",
+    "args": ["--model", "/models/multilingual-e5-small-q8_0.gguf", "--embeddings", "--metrics"],
+    "gpu": None,
+}
+
+
+def test_split_options_pairs_flags_with_values():
+    groups = ns.split_options(["--parallel", "8", "--metrics", "--seed", "-1", "--x=1", "--y"])
+    assert groups == [["--parallel", "8"], ["--metrics"], ["--seed", "-1"], ["--x=1"], ["--y"]]
+
+
+def test_override_replaces_long_and_short_spellings():
+    out = ns.override_args(CHAT["args"], ["-np", "32", "--ctx-size", "131072", "-fa", "on"])
+    assert out.count("32768") == 0
+    assert ns.option_value(out, "--parallel") == "32"
+    assert ns.option_value(out, "--ctx-size") == "131072"
+    assert ns.option_value(out, "--flash-attn") == "on"
+    # untouched options keep their place and value
+    assert out[:4] == ["--model", "/models/Llama-3-ELYZA-JP-8B-Q8_0.gguf", "--alias", CHAT["model"]]
+    assert "--metrics" in out
+
+
+def test_override_adds_new_flags_and_drops_boolean_opposites():
+    out = ns.override_args(["--no-kv-unified", "--metrics"], ["--kv-unified", "--backend-sampling"])
+    assert out == ["--metrics", "--kv-unified", "--backend-sampling"]
+
+
+def test_override_keeps_the_last_of_repeated_extra_flags():
+    out = ns.override_args(["--host", "h"], ["--threads-http", "8", "-cb", "--threads-http", "2"])
+    assert out == ["--host", "h", "-cb", "--threads-http", "2"]
+    assert ns.override_args(["-cb"], ["--cont-batching", "-nocb"]) == ["-nocb"]
+
+
+def test_parse_model_map_refuses_items_without_a_path():
+    assert ns.parse_model_map(["chat=/tmp/m/a.gguf", "x=/y=z"]) == {
+        "chat": "/tmp/m/a.gguf",
+        "x": "/y=z",
+    }
+    for bad in ("chat", "=/a", "chat="):
+        with pytest.raises(ValueError, match="KEY=PATH"):
+            ns.parse_model_map([bad])
+
+
+@pytest.mark.parametrize(
+    "key",
+    ["llamacpp-chat", "Llama-3-ELYZA-JP-8B", "gpt-3.5-turbo", "Llama-3-ELYZA-JP-8B-Q8_0.gguf"],
+)
+def test_model_map_accepts_every_name_of_an_engine(key):
+    assert ns.resolve_model_path(CHAT, {key: "/tmp/m/x.gguf"}, None) == "/tmp/m/x.gguf"
+
+
+def test_model_map_by_kind_and_specific_key_wins():
+    mapping = {"chat": "/by/kind.gguf", "llamacpp-chat": "/by/program.gguf"}
+    assert ns.resolve_model_path(CHAT, mapping, None) == "/by/program.gguf"
+    assert ns.resolve_model_path(CHAT, {"chat": "/by/kind.gguf"}, None) == "/by/kind.gguf"
+
+
+def test_models_dir_maps_the_container_mount():
+    path = ns.resolve_model_path(EMBED, {"chat": "/x"}, "/srv/models")
+    assert path == "/srv/models/multilingual-e5-small-q8_0.gguf"
+
+
+def test_unmapped_model_fails_naming_the_keys():
+    with pytest.raises(ValueError, match=r"llamacpp-embeddings.*embedding"):
+        ns.resolve_model_path(EMBED, {"chat": "/x"}, None)
+
+
+def test_engine_command_rewrites_only_the_model_and_applies_overrides():
+    cmd = ns.engine_command(CHAT, "/opt/ls", {"chat": "/tmp/m/l.gguf"}, None, ["--parallel", "4"])
+    assert cmd[0] == "/opt/ls"
+    assert ns.option_value(cmd[1:], "--model") == "/tmp/m/l.gguf"
+    assert ns.option_value(cmd[1:], "--parallel") == "4"
+    assert ns.option_value(cmd[1:], "--port") == "8090"
+    assert len(cmd) == len(CHAT["args"]) + 1
+
+
+def test_replace_model_adds_a_missing_model_and_handles_short_flag():
+    assert ns.replace_model(["-m", "a", "--x"], "b") == ["-m", "b", "--x"]
+    assert ns.replace_model(["--x"], "b") == ["--model", "b", "--x"]
+
+
+def test_select_engine_by_kind_and_unknown_names_known_ones():
+    assert ns.select_engine([CHAT, EMBED], "embedding") is EMBED
+    with pytest.raises(ValueError, match=r"known:.*gpt-3\.5-turbo"):
+        ns.select_engine([CHAT, EMBED], "rerank")
+
+
+def test_parse_env_file_takes_values_literally():
+    text = "#\n# Ansible managed\n#\nLITELLM_MASTER_KEY=sk-a=b\n\nNO_PROXY=127.0.0.1,localhost\n"
+    assert ns.parse_env_file(text) == {
+        "LITELLM_MASTER_KEY": "sk-a=b",
+        "NO_PROXY": "127.0.0.1,localhost",
+    }
+
+
+def test_parse_levels():
+    assert ns.parse_levels("1:4, 8:32,32") == [(1, 4), (8, 32), (32, None)]
+    for bad in ("", "0:4", "1:0"):
+        with pytest.raises(ValueError):
+            ns.parse_levels(bad)
+
+
+def test_proxy_command_runs_the_module_with_the_config():
+    cmd = ns.proxy_command("/usr/bin/python3", Path("/c"), 28000, 2)
+    assert cmd[:3] == ["/usr/bin/python3", "-m", "litellm.proxy.proxy_cli"]
+    assert ns.option_value(cmd[3:], "--config") == "/c/litellm.yaml"
+    assert ns.option_value(cmd[3:], "--num_workers") == "2"
+
+
+def test_shifted_run_level_moves_request_numbers():
+    seen = []
+
+    def fake_run_level(make_client, one, concurrency, requests, first_index=0):
+        seen.append((concurrency, requests, first_index))
+        return [], 0.0
+
+    shifted = ns.shifted_run_level(fake_run_level, 100)
+    shifted(None, None, 8, 32, 1_000_000)
+    shifted(None, None, 8, 32, first_index=0)
+    assert seen == [(8, 32, 1_000_100), (8, 32, 100)]
+
+
+def test_loadgen_levels_never_repeat_a_prompt(monkeypatch):
+    loadgen = _load("loadgen")
+    ranges = []
+
+    def fake_run_level(make_client, one, concurrency, requests, first_index=0):
+        ranges.append(range(first_index, first_index + requests))
+        return [], 1.0
+
+    monkeypatch.setattr(loadgen, "run_level", fake_run_level)
+    monkeypatch.setitem(sys.modules, "loadgen", loadgen)
+    args = ns.build_parser().parse_args(
+        ["loadgen", "--levels", "1:4,8:32,32:64", "--", "--url", "http://127.0.0.1:9"]
+    )
+    ns.cmd_loadgen(args)
+    numbers = [n for r in ranges for n in r]
+    assert len(ranges) == 6  # a warm-up and a measured run per level
+    assert len(numbers) == len(set(numbers)) == 4 + 32 + 64 + 1 + 8 + 32
+    assert loadgen.run_level is fake_run_level  # restored
+
+
+def test_format_rows_shows_only_present_columns():
+    rows = [
+        {"setup": "seed", "mode": "chat", "concurrency": 8, "aggregate_tok_s": 539.0},
+        {"setup": "project", "mode": "chat", "concurrency": 8, "aggregate_tok_s": 900.5},
+    ]
+    table = ns.format_rows(rows).splitlines()
+    assert table[0].split() == ["setup", "mode", "clients", "tok/s"]
+    assert table[2].split() == ["project", "chat", "8", "900.5"]
+
+
+def test_serve_and_stop_a_fake_server(tmp_path):
+    """serve waits for /health, records the process; stop ends its process group."""
+    server = tmp_path / "fake-llama-server"
+    server.write_text(
+        "#!" + sys.executable + "\n"
+        "import sys\n"
+        "from http.server import BaseHTTPRequestHandler, HTTPServer\n"
+        "class H(BaseHTTPRequestHandler):\n"
+        "    def do_GET(self):\n"
+        "        self.send_response(200); self.end_headers(); self.wfile.write(b'{}')\n"
+        "port = int(sys.argv[sys.argv.index('--port') + 1])\n"
+        "HTTPServer(('127.0.0.1', port), H).serve_forever()\n"
+    )
+    server.chmod(0o755)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    state = tmp_path / "state.json"
+    common = ["--state", str(state), "--log-dir", str(tmp_path / "logs")]
+    rc = ns.main(
+        ["serve", *common, "--llama-server", str(server), "--port", str(port), "--timeout", "20"]
+    )
+    assert rc == 0
+    procs = json.loads(state.read_text())["processes"]
+    assert ns.alive(procs[0]["pid"], procs[0]["marker"])
+    assert ns.port_busy(f"http://127.0.0.1:{port}")
+    assert ns.main(["stop", "--state", str(state), "--grace", "5"]) == 0
+    assert not ns.alive(procs[0]["pid"], procs[0]["marker"])
+    assert json.loads(state.read_text())["processes"] == []
