@@ -151,15 +151,6 @@ CASES: list[tuple[str, dict[str, Any], list[str]]] = [
         {"litellm_config_master_key": "sk-short"},
         ["litellm_config_master_key is not a usable key", "16+ characters"],
     ),
-    pytest.param(
-        "gpu-index-missing",
-        {},
-        [],
-        marks=pytest.mark.skip(
-            reason="no variable selects GPUs by index (the GPU layout of issue 6 takes every GPU "
-            "nvidia-smi lists); add the case when one exists"
-        ),
-    ),
     (
         "bind-address-not-an-address",
         {"stack_service_bind_address": "not-an-ip"},
