@@ -6,9 +6,7 @@ JSON for embeddings, a bearer-token check) to prove the figures come out right.
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -17,19 +15,12 @@ from pathlib import Path
 from typing import ClassVar
 
 import pytest
+from project import load
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _load(name: str):
-    spec = importlib.util.spec_from_file_location(name, REPO / "bench" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-loadgen = _load("loadgen")
+loadgen = load("loadgen", "bench/loadgen.py")
 
 
 def test_percentile_interpolates_like_numpy():

@@ -7,26 +7,18 @@ requests) is checked here, and the process handling against a tiny fake server.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import socket
 import sys
 from pathlib import Path
 
 import pytest
+from project import load
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _load(name: str):
-    spec = importlib.util.spec_from_file_location(name, REPO / "bench" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-ns = _load("native_stack")
+ns = load("native_stack", "bench/native_stack.py")
 
 CHAT = {
     "program": "llamacpp-chat",
@@ -191,7 +183,7 @@ def test_shifted_run_level_moves_request_numbers():
 
 
 def test_loadgen_levels_never_repeat_a_prompt(monkeypatch):
-    loadgen = _load("loadgen")
+    loadgen = load("loadgen", "bench/loadgen.py")
     ranges = []
 
     def fake_run_level(make_client, one, concurrency, requests, first_index=0):

@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
+from project import load
 
-REPO = Path(__file__).resolve().parents[2]
-spec = importlib.util.spec_from_file_location("bench_plot", REPO / "bench" / "plot.py")
-plot = importlib.util.module_from_spec(spec)
-sys.modules["bench_plot"] = plot
-spec.loader.exec_module(plot)
+plot = load("bench_plot", "bench/plot.py")
 
 
 def _write(path: Path, rows: list[dict]) -> Path:

@@ -2,18 +2,10 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
+from project import load
 
-ROOT = Path(__file__).resolve().parents[2]
-SPEC = importlib.util.spec_from_file_location(
-    "localai_models", ROOT / "filter_plugins" / "localai_models.py"
-)
-assert SPEC and SPEC.loader
-lm = importlib.util.module_from_spec(SPEC)
-SPEC.loader.exec_module(lm)
+lm = load("localai_models", "filter_plugins/localai_models.py")
 
 SHA = "9f04ec7a7590123b63a23b49c0bdd67d73115cb66a221fa59bd8f91d119e8ed8"
 

@@ -9,14 +9,13 @@ GGUF files.
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import subprocess
-import sys
 import tarfile
 import zipfile
 from pathlib import Path
 
 import pytest
+from project import load
 
 REPO = Path(__file__).resolve().parents[2]
 FIXTURES = REPO / ".cache" / "fixtures"
@@ -24,13 +23,7 @@ NAMES = ["llama.cpp-src.tar.gz", "SmolLM2-135M-Instruct.Q4_1.gguf", "all-MiniLM-
 
 
 def _tool():
-    spec = importlib.util.spec_from_file_location(
-        "fixtures_tool", REPO / "scripts" / "fixtures_tool.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["fixtures_tool"] = module
-    spec.loader.exec_module(module)
-    return module
+    return load("fixtures_tool", "scripts/fixtures_tool.py")
 
 
 def test_script_is_valid_bash():

@@ -2,28 +2,20 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import jinja2
 import pytest
 import yaml
+from project import load
 
 ROOT = Path(__file__).resolve().parents[2]
 ROLE = ROOT / "roles" / "litellm_config"
 
 
-def _load(name: str, path: Path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-check = _load("check_litellm_config", ROLE / "files" / "check_litellm_config.py")
-plugin = _load("localai_models", ROOT / "filter_plugins" / "localai_models.py")
+check = load("check_litellm_config", "roles/litellm_config/files/check_litellm_config.py")
+plugin = load("localai_models", "filter_plugins/localai_models.py")
 DEFAULTS = yaml.safe_load((ROLE / "defaults" / "main.yml").read_text())
 MODELS = yaml.safe_load((ROOT / "roles" / "models" / "defaults" / "main.yml").read_text())
 

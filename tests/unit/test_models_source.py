@@ -9,11 +9,9 @@ checksum stamp that spares re-hashing but catches a rewritten file.
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import os
 import re
-import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -21,26 +19,18 @@ from typing import ClassVar
 
 import pytest
 from ansible.module_utils.urls import open_url
+from project import load
 
 ROOT = Path(__file__).resolve().parents[2]
 ROLE = ROOT / "roles" / "models"
 
 
-def _load(name: str, path: Path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-files = _load(
-    "ansible.module_utils.localai_model_files", ROLE / "module_utils" / "localai_model_files.py"
+files = load(
+    "ansible.module_utils.localai_model_files", "roles/models/module_utils/localai_model_files.py"
 )
-resolve_mod = _load("localai_models_resolve", ROLE / "library" / "localai_models_resolve.py")
-inspect_mod = _load("localai_models_inspect", ROLE / "library" / "localai_models_inspect.py")
-file_mod = _load("localai_model_file", ROLE / "library" / "localai_model_file.py")
+resolve_mod = load("localai_models_resolve", "roles/models/library/localai_models_resolve.py")
+inspect_mod = load("localai_models_inspect", "roles/models/library/localai_models_inspect.py")
+file_mod = load("localai_model_file", "roles/models/library/localai_model_file.py")
 
 BLOB = os.urandom(300_000)
 BLOB_SHA = hashlib.sha256(BLOB).hexdigest()

@@ -3,18 +3,11 @@
 from __future__ import annotations
 
 import copy
-import importlib.util
-from pathlib import Path
 
 import pytest
+from project import REPO, load
 
-ROOT = Path(__file__).resolve().parents[2]
-SPEC = importlib.util.spec_from_file_location(
-    "localai_models", ROOT / "filter_plugins" / "localai_models.py"
-)
-assert SPEC and SPEC.loader
-lm = importlib.util.module_from_spec(SPEC)
-SPEC.loader.exec_module(lm)
+lm = load("localai_models", "filter_plugins/localai_models.py")
 
 SHA = "9f04ec7a7590123b63a23b49c0bdd67d73115cb66a221fa59bd8f91d119e8ed8"
 
@@ -53,7 +46,7 @@ def test_valid_list_has_no_errors():
 
 def test_role_defaults_are_valid():
     yaml = pytest.importorskip("yaml")
-    defaults = yaml.safe_load((ROOT / "roles/models/defaults/main.yml").read_text())
+    defaults = yaml.safe_load((REPO / "roles/models/defaults/main.yml").read_text())
     assert lm.localai_models_validate(defaults["models_list"]) == []
 
 

@@ -2,25 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
 import re
-from pathlib import Path
-from types import ModuleType
 
 import pytest
+from project import load
 
-PLUGIN = Path(__file__).resolve().parents[2] / "roles/stack_image/filter_plugins/stack_image.py"
-
-
-def _load() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("stack_image_filters", PLUGIN)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-f = _load()
+f = load("stack_image_filters", "roles/stack_image/filter_plugins/stack_image.py")
 
 CONTEXT = "/opt/localai-llamacpp/build/context"
 FILES = [
