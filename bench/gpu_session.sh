@@ -16,6 +16,18 @@
 #   litellm             install the LiteLLM wheels (.whl/*.whl) into /tmp/site
 #   proof               the project's chat engine on the GPU: CUDA device and layer offload
 #                       lines of its log, one request; -> proof.log
+#   build_default       llama.cpp's default CUDA architecture list (issue 3) with the same
+#                       script (-a default) into /tmp/localai-default, in the background on
+#                       BUILD_DEFAULT_CPUS; each call reports its progress, the last one its
+#                       time and libggml-cuda size -> build-default.json (BUILD_DEFAULT_WAIT=1:
+#                       wait for it within DEADLINE)
+#   multigpu VARIANT... (issue 8) a whole rendered stack (engines + LiteLLM) per variant:
+#                       single-stream decode direct to its first chat engine, then chat through
+#                       the proxy at MULTI_LEVELS -> multigpu.jsonl. VARIANT: NAME=CONFIG_DIR
+#                       [:GPUS] (GPUS: CUDA_VISIBLE_DEVICES for the whole stack, e.g. 0)
+#   embed SETUP...      embeddings direct to the plan's embedding engine with overrides, single
+#                       documents at EMBED_LEVELS and batches at EMBED_BATCH_LEVELS
+#                       -> embed-direct.jsonl. SETUP: NAME or NAME=FLAGS
 #   direct SETUP...     chat at 1/8/32 clients against one llama-server per setup
 #                       -> chat-direct.jsonl. SETUP: server-defaults | seed | project |
 #                       NAME=[BASE:]FLAGS (BASE one of the three, default project; FLAGS replace
@@ -34,6 +46,7 @@
 #   CHAT_LEVELS [1:4,8:32,32:64]   clients:requests per level (warm-up: 1 request a client)
 #   CHAT_MAX_TOKENS [256]   PROXY_PORT [proxy.json's, 28000]
 #   EMBED_LEVELS [1:100,16:800]    EMBED_BATCH_LEVELS [1:20,4:80]   EMBED_BATCH [32]
+#   MULTI_LEVELS [1:4,16:64]   BUILD_DEFAULT_CPUS [all]
 #   SETUP_SECONDS [100] budget a direct setup needs; LITELLM_SITE [/tmp/site];
 #   LITELLM_PYTHON [python3]; CUDA_ARCH (skip detection); JOBS [nproc]
 set -euo pipefail
@@ -69,7 +82,14 @@ BUILD_LOG=/tmp/build-llama.log
 BUILD_PID=/tmp/build-llama.pid
 BUILD_RC=/tmp/build-llama.rc
 BUILD_T0=/tmp/build-llama.start
-PHASES=" status build models litellm proof direct proxy "
+PHASES=" status build build_default models litellm proof direct embed proxy multigpu "
+MULTI_LEVELS="${MULTI_LEVELS:-1:4,16:64}"
+DEF_PREFIX=/tmp/localai-default
+DEF_BUILD=/tmp/build-default
+DEF_LOG=/tmp/build-default.log
+DEF_PID=/tmp/build-default.pid
+DEF_RC=/tmp/build-default.rc
+DEF_T0=/tmp/build-default.start
 
 log() { printf '[%4ds] %s\n' "$SECONDS" "$*" >&2; }
 remaining() { echo $((DEADLINE - SECONDS)); }
@@ -241,6 +261,62 @@ phase_build() {
   "$LLAMA_SERVER" --version >&2
   write_build_json "$(cat /tmp/build-llama.gpu.json)" $(( $(date +%s) - $(cat "$BUILD_T0") )) \
     "$(cat "$BUILD_T0.n")"
+}
+
+phase_build_default() {
+  local pid cpus="${BUILD_DEFAULT_CPUS:-0-$(($(nproc --all) - 1))}" jobs
+  pid=$(cat "$DEF_PID" 2>/dev/null || true)
+  if [ -z "$pid" ]; then
+    extract_source
+    if ! command -v nvcc >/dev/null && [ -x /usr/local/cuda/bin/nvcc ]; then
+      export PATH="/usr/local/cuda/bin:$PATH"
+    fi
+    if command -v ninja >/dev/null; then export CMAKE_GENERATOR=Ninja; fi
+    jobs=$(taskset -c "$cpus" nproc)
+    date +%s >"$DEF_T0"
+    log "build_default: llama.cpp's default CUDA list on CPUs $cpus ($jobs jobs), log $DEF_LOG"
+    setsid taskset -c "$cpus" bash -c '"$@"; echo $? >'"$DEF_RC" build \
+      "$REPO/roles/stack_image/files/build-llama-server.sh" -s "$SRC" -b "$DEF_BUILD" \
+      -p "$DEF_PREFIX" -a default -j "$jobs" >>"$DEF_LOG" 2>&1 </dev/null &
+    pid=$!
+    echo "$pid" >"$DEF_PID"
+  fi
+  if [ "${BUILD_DEFAULT_WAIT:-0}" = 1 ]; then
+    while kill -0 "$pid" 2>/dev/null && [ "$(remaining)" -gt 30 ]; do sleep 5; done
+  fi
+  local elapsed progress
+  elapsed=$(($(date +%s) - $(cat "$DEF_T0")))
+  progress=$(grep -o '^\[[0-9]*/[0-9]*\]' "$DEF_LOG" | tail -1 || true)
+  if [ ! -f "$DEF_RC" ]; then
+    log "build_default: running for ${elapsed}s, ninja at $progress"
+    printf '{"running_seconds": %s, "progress": "%s", "cpus": "%s"}\n' "$elapsed" "$progress" \
+      "$cpus" >"$RESULTS/build-default-progress.json"
+    return 0
+  fi
+  log "build_default: finished (rc $(cat "$DEF_RC")) after ${elapsed}s"
+  tail -3 "$DEF_LOG" >&2
+  local lib
+  lib=$(find "$DEF_PREFIX/lib" -maxdepth 1 -name 'libggml-cuda.so*' -type f 2>/dev/null | head -1)
+  "$PY" - "$DEF_LOG" "${lib:-}" "$elapsed" "$(cat "$DEF_RC")" "$cpus" \
+    "$RESULTS/build-default.json" <<'PYEOF'
+import json, os, re, subprocess, sys
+log, lib, elapsed, rc, cpus, out = sys.argv[1:]
+text = open(log, encoding="utf-8", errors="replace").read()
+m = re.findall(r"built .* in (\d+)m(\d+)s", text)
+archs = re.findall(r"Using CUDA architectures: (.*)", text)
+def listing(kind):
+    if not lib:
+        return []
+    cmd = f"cuobjdump --list-{kind} '{lib}' | grep -o 'sm_[0-9a-z]*' | sort | uniq -c"
+    return subprocess.run(["bash", "-c", cmd], capture_output=True, text=True).stdout.split()
+data = {"rc": int(rc), "build_script_seconds": int(m[-1][0]) * 60 + int(m[-1][1]) if m else None,
+        "wall_seconds": int(elapsed), "cpus": cpus,
+        "cuda_architectures": archs[-1] if archs else None,
+        "libggml_cuda_bytes": os.path.getsize(lib) if lib else None,
+        "sass_count_arch": listing("elf"), "ptx_count_arch": listing("ptx")}
+json.dump(data, open(out, "w"), indent=2)
+print(json.dumps(data, indent=2))
+PYEOF
 }
 
 phase_models() {
@@ -418,21 +494,107 @@ phase_direct() {
   }
 }
 
-phase_proxy() {
-  copy_config
-  have_time 150 proxy || return 0
+# stack_endpoints JSON -> "chat_url chat_name chat_alias embed_url embed_name embed_alias proxy_url"
+stack_endpoints() {
+  "$PY" -c 'import json,sys; e=json.loads(sys.argv[1]); c=[x for x in e["engines"] if x["kind"]=="chat"][0]; m=[x for x in e["engines"] if x["kind"]=="embedding"][0]; print(c["url"], c["model"], c["alias"], m["url"], m["model"], m["alias"], e["proxy"]["url"])' "$1"
+}
+
+# litellm_ready CONFIG_DIR: LiteLLM imports, and knows to stay offline.
+litellm_ready() {
   if ! PYTHONPATH="$LITELLM_SITE${PYTHONPATH:+:$PYTHONPATH}" "$LITELLM_PYTHON" -c 'import litellm.proxy.proxy_cli' 2>/dev/null; then
-    log "proxy: litellm does not import from $LITELLM_SITE; run the 'litellm' phase (wheels in .whl/)"
+    log "litellm does not import from $LITELLM_SITE; run the 'litellm' phase (wheels in .whl/)"
     return 1
   fi
-  mkdir -p "$RESULTS"
   # LiteLLM 1.108 fetches a Llama-3 tokenizer from Hugging Face for models named like Llama-3,
   # on every streamed request; offline that is 5 retries, ~23 s per request. HF_HUB_OFFLINE=1
   # makes it fall back at once. Set here unless stack.env decides (BENCH_HF_OFFLINE=0: don't).
-  if ! grep -q '^HF_HUB_OFFLINE=' "$CONFIG/stack.env" && [ "${BENCH_HF_OFFLINE:-1}" = 1 ]; then
-    log "proxy: stack.env has no HF_HUB_OFFLINE; setting HF_HUB_OFFLINE=1 for LiteLLM (see README)"
+  if ! grep -q '^HF_HUB_OFFLINE=' "$1/stack.env" && [ "${BENCH_HF_OFFLINE:-1}" = 1 ]; then
+    log "stack.env has no HF_HUB_OFFLINE; setting HF_HUB_OFFLINE=1 for LiteLLM (see README)"
     export HF_HUB_OFFLINE=1
   fi
+}
+
+phase_multigpu() {
+  [ "$#" -gt 0 ] || { log "multigpu: name at least one NAME=CONFIG_DIR[:GPUS]"; return 1; }
+  mkdir -p "$RESULTS"
+  local out="$RESULTS/multigpu.jsonl" spec name rest dir gpus cfg endpoints key sel=()
+  local chat_url chat_name chat_alias embed_url embed_name embed_alias proxy_url
+  for spec in "$@"; do
+    name="${spec%%=*}" rest="${spec#*=}" gpus=""
+    dir="${rest%%:*}"
+    [[ "$rest" == *:* ]] && gpus="${rest#*:}"
+    [[ "$dir" == /* ]] || dir="$REPO/$dir"
+    have_time 150 "multigpu variant '$name'" || break
+    cfg="/tmp/bench-config-$name"
+    rm -rf "$cfg" && mkdir -p "$cfg" && cp -a "$dir/." "$cfg/"
+    litellm_ready "$cfg" || return 1
+    rm -f "$LOGS"/*.log
+    endpoints=$(
+      if [ -n "$gpus" ]; then export CUDA_VISIBLE_DEVICES="$gpus"; else unset CUDA_VISIBLE_DEVICES; fi
+      PYTHONPATH="$LITELLM_SITE${PYTHONPATH:+:$PYTHONPATH}" bounded "${NS[@]}" start \
+        --state "$STATE" --log-dir "$LOGS" --config-dir "$cfg" --timeout 240 \
+        --model-map "chat=$CHAT_MODEL" --model-map "embedding=$EMBED_MODEL" \
+        --proxy --proxy-python "$LITELLM_PYTHON"
+    ) || { log "multigpu: '$name' did not start"; tail -n 20 "$LOGS"/*.log >&2; return 1; }
+    key=$(sed -n 's/^LITELLM_MASTER_KEY=//p' "$cfg/stack.env")
+    read -r chat_url chat_name chat_alias embed_url embed_name embed_alias proxy_url < <(stack_endpoints "$endpoints")
+    {
+      echo "=== multigpu $name (CUDA_VISIBLE_DEVICES=${gpus:-all}):"
+      grep -h '^=== native_stack: ' "$LOGS"/llamacpp-chat*.log
+      grep -hE 'CUDA[0-9]+ (model|KV) buffer|using device|offloaded' "$LOGS"/llamacpp-chat*.log | head -12
+      nvidia-smi --query-gpu=index,memory.used --format=csv,noheader
+    } >>"$RESULTS/server-logs.txt" 2>&1
+    CHAT_LEVELS=1:4 CHAT_NAME="$chat_name" run_chat_levels "$name direct" "$chat_url" "$out" 0 || true
+    CHAT_LEVELS="$MULTI_LEVELS" CHAT_NAME="$chat_alias" run_chat_levels "$name via proxy" "$proxy_url" \
+      "$out" 500000 --api-key "$key" || true
+    ns stop --state "$STATE" >/dev/null
+    sel+=(--setup "$name direct" --setup "$name via proxy")
+  done
+  [ "${#sel[@]}" -eq 0 ] || ns table "$out" "${sel[@]}"
+}
+
+phase_embed() {
+  local setups=("$@") spec name flags served url rc out="$RESULTS/embed-direct.jsonl" sel=()
+  [ "${#setups[@]}" -gt 0 ] || setups=(project)
+  copy_config
+  mkdir -p "$RESULTS"
+  for spec in "${setups[@]}"; do
+    name="${spec%%=*}" flags=""
+    [[ "$spec" == *=* ]] && flags="${spec#*=}"
+    have_time 60 "embed setup '$name'" || break
+    local argv=()
+    read -ra argv <<<"$flags"
+    rm -f "$LOGS/$name.log"
+    rc=0
+    served=$(bounded "${NS[@]}" serve --name "$name" --state "$STATE" --log-dir "$LOGS" \
+      --config-dir "$CONFIG" --engine embedding --model-map "embedding=$EMBED_MODEL" \
+      -- "${argv[@]}") || rc=$?
+    if [ "$rc" != 0 ]; then
+      log "embed: '$name' did not start (rc $rc)"
+      { echo "=== $name (failed to start)"; tail -n 30 "$LOGS/$name.log"; } >>"$RESULTS/server-logs.txt"
+      continue
+    fi
+    url=$("$PY" -c 'import json,sys; print(json.loads(sys.argv[1])["url"])' "$served")
+    log "embed: '$name' on $url: $(sed -n 's/^=== native_stack: //p' "$LOGS/$name.log" | tail -1)"
+    bounded "${NS[@]}" loadgen --levels "$EMBED_LEVELS" -- --mode embeddings --url "$url" \
+      --model embedding --batch 1 --label "$name b1" --out "$out" || true
+    bounded "${NS[@]}" loadgen --levels "$EMBED_BATCH_LEVELS" -- --mode embeddings --url "$url" \
+      --model embedding --batch "$EMBED_BATCH" --label "$name b$EMBED_BATCH" --out "$out" || true
+    ns stop --state "$STATE" >/dev/null
+    {
+      echo "=== $name: $(sed -n 's/^=== native_stack: //p' "$LOGS/$name.log" | tail -1)"
+      grep -E 'n_ctx_seq|n_slots|n_ubatch|flash_attn|CUDA0 compute buffer' "$LOGS/$name.log" | head -8
+    } >>"$RESULTS/server-logs.txt"
+    sel+=(--setup "$name b1" --setup "$name b$EMBED_BATCH")
+  done
+  [ "${#sel[@]}" -eq 0 ] || ns table "$out" "${sel[@]}"
+}
+
+phase_proxy() {
+  copy_config
+  have_time 150 proxy || return 0
+  litellm_ready "$CONFIG" || return 1
+  mkdir -p "$RESULTS"
   local endpoints key chat_url chat_name chat_alias embed_url embed_name embed_alias proxy_url
   endpoints=$(PYTHONPATH="$LITELLM_SITE${PYTHONPATH:+:$PYTHONPATH}" bounded "${NS[@]}" start \
     --state "$STATE" --log-dir "$LOGS" --config-dir "$CONFIG" --timeout 240 \
@@ -440,8 +602,7 @@ phase_proxy() {
     --proxy --proxy-python "$LITELLM_PYTHON" ${PROXY_PORT:+--proxy-port "$PROXY_PORT"})
   echo "$endpoints" >&2
   key=$(sed -n 's/^LITELLM_MASTER_KEY=//p' "$CONFIG/stack.env")
-  read -r chat_url chat_name chat_alias embed_url embed_name embed_alias proxy_url < <(
-    "$PY" -c 'import json,sys; e=json.loads(sys.argv[1]); c=[x for x in e["engines"] if x["kind"]=="chat"][0]; m=[x for x in e["engines"] if x["kind"]=="embedding"][0]; print(c["url"], c["model"], c["alias"], m["url"], m["model"], m["alias"], e["proxy"]["url"])' "$endpoints")
+  read -r chat_url chat_name chat_alias embed_url embed_name embed_alias proxy_url < <(stack_endpoints "$endpoints")
   template_check "$chat_url" >&2
   local chat_out="$RESULTS/chat-proxy.jsonl" embed_out="$RESULTS/embed.jsonl"
   # Distinct request numbers for the proxy runs: the same engine serves both, and a repeated

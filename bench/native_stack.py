@@ -231,6 +231,18 @@ def engine_command(
     return [llama_server, *override_args(args, extra)]
 
 
+def engine_env(engine: dict[str, Any], base: dict[str, str] | None = None) -> dict[str, str]:
+    """The engine's environment: a GPU-pinned engine (layout replicas) sees only its GPU.
+
+    The same rule as the image's programs.conf (stack_service role): CUDA_VISIBLE_DEVICES is
+    the plan's `gpu` index; engines without one see every GPU.
+    """
+    env = dict(os.environ if base is None else base)
+    if engine.get("gpu") is not None:
+        env["CUDA_VISIBLE_DEVICES"] = str(engine["gpu"])
+    return env
+
+
 def select_engine(engines: list[dict[str, Any]], key: str) -> dict[str, Any]:
     """The first engine a key (program, model, alias, file or kind) names."""
     for engine in engines:
@@ -486,6 +498,7 @@ def cmd_start(args: argparse.Namespace) -> int:
                 args.log_dir / f"{engine['program']}.log",
                 url=url + "/health",
                 timeout=args.timeout,
+                env=engine_env(engine),
             )
             endpoints["engines"].append(
                 {k: engine[k] for k in ("program", "kind", "model", "alias")} | {"url": url}

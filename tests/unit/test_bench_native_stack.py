@@ -147,6 +147,14 @@ def test_select_engine_by_kind_and_unknown_names_known_ones():
         ns.select_engine([CHAT, EMBED], "rerank")
 
 
+def test_engine_env_pins_a_replica_to_its_gpu_like_programs_conf():
+    base = {"PATH": "/usr/bin", "CUDA_VISIBLE_DEVICES": "0,1"}
+    assert ns.engine_env(CHAT | {"gpu": 1}, base)["CUDA_VISIBLE_DEVICES"] == "1"
+    assert ns.engine_env(CHAT | {"gpu": 0}, base)["CUDA_VISIBLE_DEVICES"] == "0"
+    # No pin (single, split, cpu): the engine sees what the caller sees.
+    assert ns.engine_env(CHAT | {"gpu": None}, base) == base
+
+
 def test_parse_env_file_takes_values_literally():
     text = "#\n# Ansible managed\n#\nLITELLM_MASTER_KEY=sk-a=b\n\nNO_PROXY=127.0.0.1,localhost\n"
     assert ns.parse_env_file(text) == {

@@ -101,6 +101,15 @@ def test_gpu_build_targets_exactly_the_given_architectures(tmp_path, env, how):
     assert "cuda sm_61,sm_75" in result.stdout
 
 
+def test_default_builds_cuda_for_llama_cpp_s_own_list(tmp_path, env):
+    result = run(tmp_path, env, "-a", "default")
+    assert result.returncode == 0, result.stderr
+    configure = cmake_calls(tmp_path)[0].split()
+    assert {"-DGGML_CUDA=ON", "-DGGML_NATIVE=OFF"} <= set(configure)
+    # No list of ours: CMake takes ggml-cuda's portable default.
+    assert not any(f.startswith("-DCMAKE_CUDA_ARCHITECTURES") for f in configure)
+
+
 @pytest.mark.parametrize("archs", ["6.1", "61,75", "native", "75;"])
 def test_bad_architectures_fail_before_cmake(tmp_path, env, archs):
     result = run(tmp_path, env, "-a", archs)

@@ -11,7 +11,8 @@
 #   -s  llama.cpp source tree                 (env LLAMA_SRC,    default ./llama.cpp)
 #   -b  CMake build directory                 (env LLAMA_BUILD,  default <src>/build-server)
 #   -p  install prefix                        (env LLAMA_PREFIX, default /opt/localai)
-#   -a  CUDA architectures, e.g. "61" or "75;86"; "" = CPU build
+#   -a  CUDA architectures, e.g. "61" or "75;86"; "" = CPU build; "default" = CUDA with
+#       llama.cpp's own portable list (every GPU it supports; several times the build time)
 #                                             (env CUDA_ARCHITECTURES, default "")
 #   -j  parallel jobs                         (env JOBS, default: number of CPUs)
 # Env LLAMA_CPU_NATIVE=ON|OFF (CPU builds only, default ON): see the CPU branch below.
@@ -31,7 +32,7 @@ archs="${CUDA_ARCHITECTURES:-}"
 jobs="${JOBS:-}"
 cpu_native="${LLAMA_CPU_NATIVE:-ON}"
 
-usage() { sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 
 while getopts 's:b:p:a:j:h' opt; do
   case "$opt" in
@@ -48,7 +49,7 @@ done
 src="$(cd "$src" && pwd)"
 build="${build:-$src/build-server}"
 jobs="${jobs:-$(nproc)}"
-if [ -n "$archs" ] && ! [[ "$archs" =~ ^[0-9]{2,3}[af]?(\;[0-9]{2,3}[af]?)*$ ]]; then
+if [ -n "$archs" ] && [ "$archs" != default ] && ! [[ "$archs" =~ ^[0-9]{2,3}[af]?(\;[0-9]{2,3}[af]?)*$ ]]; then
   echo "build-llama-server: CUDA architectures '$archs' are not like '61' or '75;86'" >&2
   exit 2
 fi
@@ -73,7 +74,11 @@ flags=(
   -DCMAKE_BUILD_WITH_INSTALL_RPATH=ON
   "-DCMAKE_INSTALL_RPATH=\$ORIGIN:\$ORIGIN/../lib"
 )
-if [ -n "$archs" ]; then
+if [ "$archs" = default ]; then
+  # GPU, llama.cpp's portable list (CMake picks it when CMAKE_CUDA_ARCHITECTURES is unset).
+  flags+=(-DGGML_CUDA=ON -DGGML_NATIVE=OFF)
+  kind="cuda (llama.cpp's default architecture list)"
+elif [ -n "$archs" ]; then
   # GPU: compile for the detected architectures only (the build host may have no GPU, so never
   # "native" detection: that is how the seed got a binary "compiled for: 520").
   flags+=(-DGGML_CUDA=ON -DGGML_NATIVE=OFF "-DCMAKE_CUDA_ARCHITECTURES=$archs")
