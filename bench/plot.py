@@ -2,7 +2,9 @@
 """Plot bench/loadgen.py results: aggregate tok/s and TTFT against concurrency, one line a setup.
 
 Inputs are loadgen's JSON Lines files, given as ``NAME=FILE`` (or just ``FILE``: the name is then
-the ``setup`` stored in the rows, else the file's stem). Writes into ``--out-dir``:
+the ``setup`` stored in the rows, else the file's stem). ``NAME=FILE@SETUP|SETUP...`` takes only
+the rows of those setups, so one line can join levels measured under different labels. Writes
+into ``--out-dir``:
 
 - ``chat-throughput.png``: aggregate decode tok/s against concurrent clients;
 - ``chat-ttft.png``: TTFT p50 (solid) and p95 (dashed) against concurrent clients;
@@ -35,8 +37,11 @@ def load_series(specs: list[str]) -> tuple[Series, Series]:
     embed: dict[str, dict[int, dict[str, Any]]] = defaultdict(dict)
     for spec in specs:
         name, sep, file = spec.partition("=")
-        path = Path(file if sep else name)
+        file, _, wanted = (file if sep else name).partition("@")
+        path = Path(file)
         rows = [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines() if x.strip()]
+        if wanted:
+            rows = [r for r in rows if r.get("setup") in wanted.split("|")]
         for row in rows:
             label = name if sep else (row.get("setup") or path.stem)
             if row.get("mode") == "embeddings":

@@ -50,3 +50,15 @@ def test_pngs_are_written(results, tmp_path):
     assert plot.main([*results, "--out-dir", str(out)]) == 0
     for name in ("chat-throughput.png", "chat-ttft.png", "embeddings-throughput.png"):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_line_can_join_chosen_setups_of_one_file(tmp_path):
+    f = _write(
+        tmp_path / "mixed.jsonl",
+        [_chat(1, 200, "one client"), _chat(8, 800, "tuned"), _chat(8, 500, "old")],
+    )
+    chat, _ = plot.load_series([f"project={f}@one client|tuned"])
+    assert [(r["concurrency"], r["aggregate_tok_s"]) for r in chat["project"]] == [
+        (1, 200),
+        (8, 800),
+    ]
