@@ -755,6 +755,40 @@ def localai_models_placed(
     ]
 
 
+def localai_select_gpus(
+    gpus: Any, indexes: Any, var_name: str = "localai_gpu_indexes"
+) -> list[dict[str, Any]]:
+    """The GPUs the stack may use, numbered as the container sees them.
+
+    gpus: the nvidia_toolkit_gpus fact (nvidia-smi order). indexes: nvidia-smi indexes to use
+    (var_name); empty or None: every GPU, unchanged. Otherwise the container is given only
+    those devices (docker --gpus device=...), where CUDA numbers them 0, 1, ... in nvidia-smi
+    order: each selected GPU comes back with that `index` and its `host_index`. Raises, naming
+    var_name and the GPUs there are, for an index that is not an int or not on this host.
+    """
+    gpu_list = [g for g in (gpus or []) if isinstance(g, dict)]
+    if indexes in (None, "", []):
+        return gpu_list
+    present = sorted(int(g.get("index", i)) for i, g in enumerate(gpu_list))
+    there = ", ".join(str(i) for i in present) or "none (nvidia_toolkit found no NVIDIA GPU)"
+    fix = f"fix: list indexes from `nvidia-smi -L` ({there}), or [] for all GPUs"
+    if not isinstance(indexes, list) or not all(_is_int(i) and i >= 0 for i in indexes):
+        raise AnsibleFilterError(f"{var_name} is {indexes!r}, not a list of GPU indexes; {fix}")
+    if len(set(indexes)) != len(indexes):
+        raise AnsibleFilterError(f"{var_name} lists a GPU twice ({indexes!r}); {fix}")
+    missing = sorted(set(indexes) - set(present))
+    if missing:
+        raise AnsibleFilterError(
+            f"{var_name} lists GPU {', '.join(str(i) for i in missing)}, which this host does "
+            f"not have (GPUs here: {there}); {fix}"
+        )
+    chosen = sorted(
+        (g for i, g in enumerate(gpu_list) if int(g.get("index", i)) in indexes),
+        key=lambda g: int(g["index"]),
+    )
+    return [g | {"index": n, "host_index": int(g["index"])} for n, g in enumerate(chosen)]
+
+
 class FilterModule:
     """Ansible entry point."""
 
@@ -765,4 +799,5 @@ class FilterModule:
             "localai_engine_plan": localai_engine_plan,
             "localai_models_lock": localai_models_lock,
             "localai_models_placed": localai_models_placed,
+            "localai_select_gpus": localai_select_gpus,
         }

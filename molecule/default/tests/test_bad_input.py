@@ -162,6 +162,15 @@ CASES: list[tuple[str, dict[str, Any], list[str]]] = [
         ["localai_gpu_layout is 'bogus'", "fix: one of auto, replicas, split, single"],
     ),
     (
+        "gpu-index-not-on-this-host",
+        {"localai_gpu_indexes": [7]},
+        [
+            "localai_gpu_indexes lists GPU 7, which this host does not have",
+            "GPUs here: none",
+            "fix: list indexes from `nvidia-smi -L`",
+        ],
+    ),
+    (
         "unknown-gpu-mode",
         {"localai_gpu_mode": "bogus"},
         ["gpu_mode is 'bogus'", "fix: one of cpu, gpu"],
