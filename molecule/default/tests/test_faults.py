@@ -54,6 +54,19 @@ def test_killed_program_is_restarted(host, program):
     else:
         pytest.fail(f"{program} did not come back within 60 s")
     assert serves_within(60) <= 60
+    if program == "litellm":
+        # Its worker processes belong to the new master: none of the killed one's outlived it
+        # (orphans would hold port 8000 and serve unsupervised).
+        master = pid_of(host, program).strip()
+        parents = host.check_output(
+            "docker exec %s bash -c %s",
+            CONTAINER,
+            'for s in /proc/[0-9]*/status; do d=${s%/status}; [ "$d" = /proc/$$ ] && continue; '
+            "grep -qa multiprocessing $d/cmdline 2>/dev/null && "
+            "awk '/^PPid/{print $2}' $s; done",
+        ).split()
+        # (One worker runs inside the master: then there are none to check.)
+        assert set(parents) <= {master}, f"workers' parents {parents}, master {master}"
 
 
 def test_killed_container_is_restarted_by_systemd(host):
