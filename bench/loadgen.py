@@ -238,7 +238,8 @@ def chat_request(client: Client, args: argparse.Namespace, index: int) -> Reques
 
 def embed_request(client: Client, args: argparse.Namespace, index: int) -> RequestResult:
     """One embeddings request of ``args.batch`` documents; checks one vector per document."""
-    docs = [make_japanese_doc(index * args.batch + i) for i in range(args.batch)]
+    chars = getattr(args, "doc_chars", 512)
+    docs = [make_japanese_doc(index * args.batch + i, chars) for i in range(args.batch)]
     body = {"model": args.model, "input": docs[0] if args.batch == 1 else docs}
     start = time.perf_counter()
     try:

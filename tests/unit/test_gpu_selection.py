@@ -1,4 +1,4 @@
-"""localai_select_gpus: which GPUs the stack uses (localai_gpu_indexes), as the container sees them."""
+"""localai_select_gpus: the GPUs the stack uses (localai_gpu_indexes), renumbered for docker."""
 
 from __future__ import annotations
 
