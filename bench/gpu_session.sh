@@ -205,6 +205,17 @@ print(json.dumps(data, indent=2))
 EOF
 }
 
+# cuda_toolchain BUILD_DIR: nvcc on PATH, and Ninja for a build directory CMake has not
+# configured yet (a configured one keeps its generator).
+cuda_toolchain() {
+  if ! command -v nvcc >/dev/null && [ -x /usr/local/cuda/bin/nvcc ]; then
+    export PATH="/usr/local/cuda/bin:$PATH"
+  fi
+  if command -v ninja >/dev/null && [ ! -f "$1/CMakeCache.txt" ]; then
+    export CMAKE_GENERATOR=Ninja
+  fi
+}
+
 phase_build() {
   local gpu_json pid arch
   pid=$(cat "$BUILD_PID" 2>/dev/null || true)
@@ -221,12 +232,7 @@ phase_build() {
     log "build: GPUs $gpu_json"
     echo "$gpu_json" >/tmp/build-llama.gpu.json
     extract_source
-    if ! command -v nvcc >/dev/null && [ -x /usr/local/cuda/bin/nvcc ]; then
-      export PATH="/usr/local/cuda/bin:$PATH"
-    fi
-    if command -v ninja >/dev/null && [ ! -f "/tmp/build-sm$arch/CMakeCache.txt" ]; then
-      export CMAKE_GENERATOR=Ninja
-    fi
+    cuda_toolchain "/tmp/build-sm$arch"
     [ -f "$BUILD_T0" ] || date +%s >"$BUILD_T0"
     echo $(( $(cat "$BUILD_T0.n" 2>/dev/null || echo 0) + 1 )) >"$BUILD_T0.n"
     rm -f "$BUILD_RC"
@@ -268,10 +274,7 @@ phase_build_default() {
   pid=$(cat "$DEF_PID" 2>/dev/null || true)
   if [ -z "$pid" ]; then
     extract_source
-    if ! command -v nvcc >/dev/null && [ -x /usr/local/cuda/bin/nvcc ]; then
-      export PATH="/usr/local/cuda/bin:$PATH"
-    fi
-    if command -v ninja >/dev/null; then export CMAKE_GENERATOR=Ninja; fi
+    cuda_toolchain "$DEF_BUILD"
     jobs=$(taskset -c "$cpus" nproc)
     date +%s >"$DEF_T0"
     log "build_default: llama.cpp's default CUDA list on CPUs $cpus ($jobs jobs), log $DEF_LOG"
