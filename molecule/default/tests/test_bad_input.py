@@ -240,29 +240,26 @@ def playbook_env() -> dict[str, str]:
     return env
 
 
-def run_site(extra_vars: dict[str, Any], workdir: Path, name: str) -> subprocess.CompletedProcess:
-    """Run molecule's converge playbook (site.yml) with the case's vars as a -e file."""
+def run_converge(*args: str, timeout: int) -> subprocess.CompletedProcess:
+    """Run molecule's converge playbook (site.yml) on the target again, with extra arguments."""
     inventory = os.environ.get("MOLECULE_INVENTORY_FILE")
     assert inventory, "run under `molecule verify` (MOLECULE_INVENTORY_FILE is not set)"
-    vars_file = workdir / f"{name}.json"
-    vars_file.write_text(json.dumps(extra_vars), encoding="utf-8")
-    command = [
-        ansible_playbook(),
-        "-i",
-        inventory,
-        str(SCENARIO / "converge.yml"),
-        "-e",
-        f"@{vars_file}",
-    ]
     return subprocess.run(
-        command,
+        [ansible_playbook(), "-i", inventory, str(SCENARIO / "converge.yml"), *args],
         env=playbook_env(),
         cwd=SCENARIO,
         capture_output=True,
         text=True,
-        timeout=900,
+        timeout=timeout,
         check=False,
     )
+
+
+def run_site(extra_vars: dict[str, Any], workdir: Path, name: str) -> subprocess.CompletedProcess:
+    """Run molecule's converge playbook (site.yml) with the case's vars as a -e file."""
+    vars_file = workdir / f"{name}.json"
+    vars_file.write_text(json.dumps(extra_vars), encoding="utf-8")
+    return run_converge("-e", f"@{vars_file}", timeout=900)
 
 
 def chat_serves() -> tuple[int, str]:

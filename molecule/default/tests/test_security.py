@@ -7,17 +7,13 @@ grepped for it: the logs directory, the journal, the unit, the image, Ansible's 
 from __future__ import annotations
 
 import json
-import os
 import re
 import shlex
 import subprocess
-from pathlib import Path
 
 import pytest
-from test_bad_input import SCENARIO, ansible_playbook, playbook_env, recap_of
+from test_bad_input import API_KEY, PROJECT, recap_of, run_converge
 
-PROJECT = Path(os.environ.get("MOLECULE_PROJECT_DIRECTORY", Path(__file__).parents[3]))
-API_KEY = "molecule-test-key-0123456789abcdef"
 CONTAINER = "localai-llamacpp"
 CONFIG_DIR = "/etc/localai-llamacpp"
 LOGS_DIR = "/var/log/localai-llamacpp"
@@ -148,17 +144,7 @@ def test_image_litellm_is_not_a_compromised_release(host):
 @pytest.fixture(scope="module")
 def verbose_rerun() -> subprocess.CompletedProcess:
     """A full rerun of the site playbook with -v --diff, as a user would run it."""
-    inventory = os.environ.get("MOLECULE_INVENTORY_FILE")
-    assert inventory, "run under `molecule verify` (MOLECULE_INVENTORY_FILE is not set)"
-    return subprocess.run(
-        [ansible_playbook(), "-i", inventory, str(SCENARIO / "converge.yml"), "-v", "--diff"],
-        env=playbook_env(),
-        cwd=SCENARIO,
-        capture_output=True,
-        text=True,
-        timeout=1200,
-        check=False,
-    )
+    return run_converge("-v", "--diff", timeout=1200)
 
 
 def test_key_is_not_in_verbose_ansible_output(verbose_rerun):
