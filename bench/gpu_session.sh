@@ -32,9 +32,11 @@
 #                       -> chat-direct.jsonl. SETUP: server-defaults | seed | project |
 #                       NAME=[BASE:]FLAGS (BASE one of the three, default project; FLAGS replace
 #                       the base's own, e.g. 'np32=--parallel 32 --ctx-size 131072')
-#   proxy               the rendered stack (chat + embeddings engines + LiteLLM) with
-#                       native_stack.py; chat and embeddings direct and through the proxy
-#                       -> chat-proxy.jsonl, embed.jsonl
+#   proxy [VARIANT...]  the rendered stack (chat + embeddings engines + LiteLLM) with
+#                       native_stack.py; chat and embeddings direct (clients shared over all
+#                       engines of the kind) and through the proxy -> chat-proxy.jsonl,
+#                       embed.jsonl. VARIANT: NAME=CONFIG_DIR (default project=$BENCH_CONFIG);
+#                       PROXY_PARTS [chat embed] picks what is measured
 #
 # Environment (defaults in brackets):
 #   DEADLINE [560]      seconds this call may use; phases and setups that would not fit are
@@ -46,6 +48,7 @@
 #   CHAT_LEVELS [1:4,8:32,32:64]   clients:requests per level (warm-up: 1 request a client)
 #   CHAT_MAX_TOKENS [256]   PROXY_PORT [proxy.json's, 28000]
 #   EMBED_LEVELS [1:100,16:800]    EMBED_BATCH_LEVELS [1:20,4:80]   EMBED_BATCH [32]
+#   EMBED_PROCESSES [1] loadgen driver processes for embeddings (loadgen --processes)
 #   MULTI_LEVELS [1:4,16:64]   BUILD_DEFAULT_CPUS [all]
 #   SETUP_SECONDS [100] budget a direct setup needs; LITELLM_SITE [/tmp/site];
 #   LITELLM_PYTHON [python3]; CUDA_ARCH (skip detection); JOBS [nproc]
@@ -74,6 +77,7 @@ CHAT_MAX_TOKENS="${CHAT_MAX_TOKENS:-256}"
 EMBED_LEVELS="${EMBED_LEVELS:-1:100,16:800}"
 EMBED_BATCH_LEVELS="${EMBED_BATCH_LEVELS:-1:20,4:80}"
 EMBED_BATCH="${EMBED_BATCH:-32}"
+EMBED_PROCESSES="${EMBED_PROCESSES:-1}"
 SETUP_SECONDS="${SETUP_SECONDS:-100}"
 STATE=/tmp/native-stack/state.json
 LOGS=/tmp/native-stack/logs
@@ -499,7 +503,16 @@ phase_direct() {
 
 # stack_endpoints JSON -> "chat_url chat_name chat_alias embed_url embed_name embed_alias proxy_url"
 stack_endpoints() {
-  "$PY" -c 'import json,sys; e=json.loads(sys.argv[1]); c=[x for x in e["engines"] if x["kind"]=="chat"][0]; m=[x for x in e["engines"] if x["kind"]=="embedding"][0]; print(c["url"], c["model"], c["alias"], m["url"], m["model"], m["alias"], e["proxy"]["url"])' "$1"
+  # chat URLs (comma-joined, first engine first), model, alias; the same for embeddings; proxy
+  "$PY" - "$1" <<'PYEOF'
+import json, sys
+e = json.loads(sys.argv[1])
+out = []
+for kind in ("chat", "embedding"):
+    engines = [x for x in e["engines"] if x["kind"] == kind]
+    out += [",".join(x["url"] for x in engines), engines[0]["model"], engines[0]["alias"]]
+print(*out, e["proxy"]["url"])
+PYEOF
 }
 
 # litellm_ready CONFIG_DIR: LiteLLM imports, and knows to stay offline.
@@ -580,9 +593,10 @@ phase_embed() {
     url=$("$PY" -c 'import json,sys; print(json.loads(sys.argv[1])["url"])' "$served")
     log "embed: '$name' on $url: $(sed -n 's/^=== native_stack: //p' "$LOGS/$name.log" | tail -1)"
     bounded "${NS[@]}" loadgen --levels "$EMBED_LEVELS" -- --mode embeddings --url "$url" \
-      --model embedding --batch 1 --label "$name b1" --out "$out" || true
+      --model embedding --batch 1 --processes "$EMBED_PROCESSES" --label "$name b1" --out "$out" || true
     bounded "${NS[@]}" loadgen --levels "$EMBED_BATCH_LEVELS" -- --mode embeddings --url "$url" \
-      --model embedding --batch "$EMBED_BATCH" --label "$name b$EMBED_BATCH" --out "$out" || true
+      --model embedding --batch "$EMBED_BATCH" --processes "$EMBED_PROCESSES" \
+      --label "$name b$EMBED_BATCH" --out "$out" || true
     ns stop --state "$STATE" >/dev/null
     {
       echo "=== $name: $(sed -n 's/^=== native_stack: //p' "$LOGS/$name.log" | tail -1)"
@@ -594,38 +608,54 @@ phase_embed() {
 }
 
 phase_proxy() {
-  copy_config
-  have_time 150 proxy || return 0
-  litellm_ready "$CONFIG" || return 1
+  # Variants NAME=CONFIG_DIR (default: project=$BENCH_CONFIG). Direct runs share their clients
+  # over all of the variant's engines of the kind (loadgen --url A,B,...), so a config with
+  # several engines is compared with the proxy that balances them.
+  local specs=("$@") spec name dir cfg endpoints key kind levels batch parts="${PROXY_PARTS:-chat embed}"
+  local chat_url chat_name chat_alias embed_url embed_name embed_alias proxy_url sel=()
+  [ "${#specs[@]}" -gt 0 ] || specs=("project=$CONFIG_SRC")
   mkdir -p "$RESULTS"
-  local endpoints key chat_url chat_name chat_alias embed_url embed_name embed_alias proxy_url
-  endpoints=$(PYTHONPATH="$LITELLM_SITE${PYTHONPATH:+:$PYTHONPATH}" bounded "${NS[@]}" start \
-    --state "$STATE" --log-dir "$LOGS" --config-dir "$CONFIG" --timeout 240 \
-    --model-map "chat=$CHAT_MODEL" --model-map "embedding=$EMBED_MODEL" \
-    --proxy --proxy-python "$LITELLM_PYTHON" ${PROXY_PORT:+--proxy-port "$PROXY_PORT"})
-  echo "$endpoints" >&2
-  key=$(sed -n 's/^LITELLM_MASTER_KEY=//p' "$CONFIG/stack.env")
-  read -r chat_url chat_name chat_alias embed_url embed_name embed_alias proxy_url < <(stack_endpoints "$endpoints")
-  template_check "$chat_url" >&2
   local chat_out="$RESULTS/chat-proxy.jsonl" embed_out="$RESULTS/embed.jsonl"
-  # Distinct request numbers for the proxy runs: the same engine serves both, and a repeated
-  # prompt would be answered from its prompt cache.
-  CHAT_NAME="$chat_name" run_chat_levels "project direct" "$chat_url" "$chat_out" 0 || true
-  CHAT_NAME="$chat_alias" run_chat_levels "project via proxy" "$proxy_url" "$chat_out" 500000 \
-    --api-key "$key" || true
-  local kind levels batch
-  for kind in single batch; do
-    if [ "$kind" = single ]; then levels="$EMBED_LEVELS" batch=1; else levels="$EMBED_BATCH_LEVELS" batch="$EMBED_BATCH"; fi
-    bounded "${NS[@]}" loadgen --levels "$levels" -- --mode embeddings --url "$embed_url" \
-      --model "$embed_name" --batch "$batch" --label "embeddings b$batch direct" --out "$embed_out" || true
-    bounded "${NS[@]}" loadgen --levels "$levels" --first-index 500000 -- --mode embeddings \
-      --url "$proxy_url" --api-key "$key" --model "$embed_alias" --batch "$batch" \
-      --label "embeddings b$batch via proxy" --out "$embed_out" || true
+  for spec in "${specs[@]}"; do
+    name="${spec%%=*}" dir="${spec#*=}"
+    [[ "$dir" == /* ]] || dir="$REPO/$dir"
+    have_time 150 "proxy variant '$name'" || break
+    cfg="/tmp/bench-config-$name"
+    rm -rf "$cfg" && mkdir -p "$cfg" && cp -a "$dir/." "$cfg/"
+    litellm_ready "$cfg" || return 1
+    endpoints=$(PYTHONPATH="$LITELLM_SITE${PYTHONPATH:+:$PYTHONPATH}" bounded "${NS[@]}" start \
+      --state "$STATE" --log-dir "$LOGS" --config-dir "$cfg" --timeout 240 \
+      --model-map "chat=$CHAT_MODEL" --model-map "embedding=$EMBED_MODEL" \
+      --proxy --proxy-python "$LITELLM_PYTHON" ${PROXY_PORT:+--proxy-port "$PROXY_PORT"}) \
+      || { log "proxy: '$name' did not start"; tail -n 20 "$LOGS"/*.log >&2; return 1; }
+    echo "$endpoints" >&2
+    key=$(sed -n 's/^LITELLM_MASTER_KEY=//p' "$cfg/stack.env")
+    read -r chat_url chat_name chat_alias embed_url embed_name embed_alias proxy_url < <(stack_endpoints "$endpoints")
+    if [[ " $parts " == *" chat "* ]]; then
+      template_check "${chat_url%%,*}" >&2
+      # Distinct request numbers for the proxy runs: the same engine serves both, and a
+      # repeated prompt would be answered from its prompt cache.
+      CHAT_NAME="$chat_name" run_chat_levels "$name direct" "$chat_url" "$chat_out" 0 || true
+      CHAT_NAME="$chat_alias" run_chat_levels "$name via proxy" "$proxy_url" "$chat_out" 500000 \
+        --api-key "$key" || true
+      sel+=(--setup "$name direct" --setup "$name via proxy")
+    fi
+    if [[ " $parts " == *" embed "* ]]; then
+      for kind in single batch; do
+        if [ "$kind" = single ]; then levels="$EMBED_LEVELS" batch=1; else levels="$EMBED_BATCH_LEVELS" batch="$EMBED_BATCH"; fi
+        bounded "${NS[@]}" loadgen --levels "$levels" -- --mode embeddings --url "$embed_url" \
+          --model "$embed_name" --batch "$batch" --processes "$EMBED_PROCESSES" \
+          --label "$name embeddings b$batch direct" --out "$embed_out" || true
+        bounded "${NS[@]}" loadgen --levels "$levels" --first-index 500000 -- --mode embeddings \
+          --url "$proxy_url" --api-key "$key" --model "$embed_alias" --batch "$batch" \
+          --processes "$EMBED_PROCESSES" --label "$name embeddings b$batch via proxy" \
+          --out "$embed_out" || true
+        sel+=(--setup "$name embeddings b$batch direct" --setup "$name embeddings b$batch via proxy")
+      done
+    fi
+    ns stop --state "$STATE" >/dev/null
   done
-  ns stop --state "$STATE" >/dev/null
-  ns table "$chat_out" "$embed_out" --setup "project direct" --setup "project via proxy" \
-    --setup "embeddings b1 direct" --setup "embeddings b1 via proxy" \
-    --setup "embeddings b$EMBED_BATCH direct" --setup "embeddings b$EMBED_BATCH via proxy"
+  [ "${#sel[@]}" -eq 0 ] || ns table "$chat_out" "$embed_out" "${sel[@]}"
 }
 
 main() {

@@ -12,7 +12,9 @@ reporting docs/s and request latency p50/p95.
 
 Standard library only (threads + http.client with keep-alive, one connection per client): the
 GPU machine has no pip index, and at these rates (thousands of SSE events a second) threads are
-not the bottleneck. Results: one JSON object per level (``--out``, JSON Lines, appended) and a
+not the bottleneck. For thousands of embedding vectors a second, ``--processes`` shares the
+clients over forked driver processes; ``--url A,B`` shares them over several engines.
+Results: one JSON object per level (``--out``, JSON Lines, appended) and a
 table on stdout; bench/plot.py draws them.
 """
 
@@ -20,8 +22,10 @@ from __future__ import annotations
 
 import argparse
 import http.client
+import itertools
 import json
 import math
+import multiprocessing
 import random
 import sys
 import threading
@@ -297,6 +301,57 @@ def run_level(
     return results, time.perf_counter() - start
 
 
+def run_spread(
+    make_client: Callable[[], Client],
+    one_request: Callable[[Client, int], RequestResult],
+    concurrency: int,
+    requests: int,
+    first_index: int = 0,
+    *,
+    processes: int = 1,
+) -> tuple[list[RequestResult], float]:
+    """run_level over ``processes`` forked processes, clients and requests shared out.
+
+    Why: one Python process parses every response under one GIL; thousands of embedding
+    vectors a second (384 floats each) would make the driver the bottleneck it measures.
+    Each child runs run_level on its share (contiguous request numbers) and sends back its
+    results; the wall time spans all of them.
+    """
+    processes = max(1, min(processes, concurrency))
+    if processes == 1:
+        return run_level(make_client, one_request, concurrency, requests, first_index)
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.SimpleQueue()
+    children = []
+    start = time.perf_counter()
+    done_clients = done_requests = 0
+    for k in range(processes):
+        clients = concurrency // processes + (k < concurrency % processes)
+        share = requests // processes + (k < requests % processes)
+        first = first_index + done_requests
+
+        def child(c: int = clients, n: int = share, f: int = first) -> None:
+            queue.put(run_level(make_client, one_request, c, n, f)[0])
+
+        CLIENT_BASE[0] = done_clients  # a child's clients continue the URL rotation
+        proc = ctx.Process(target=child, daemon=True)
+        proc.start()
+        children.append(proc)
+        done_clients += clients
+        done_requests += share
+    CLIENT_BASE[0] = 0
+    results: list[RequestResult] = []
+    for _ in children:  # read before join: a full pipe would block the child forever
+        results.extend(queue.get())
+    for proc in children:
+        proc.join()
+    return results, time.perf_counter() - start
+
+
+# Number of the next client made in this process (children start from their share's first).
+CLIENT_BASE = [0]
+
+
 def _ms(value: float | None) -> float | None:
     return None if value is None else round(value * 1000.0, 1)
 
@@ -405,7 +460,12 @@ def parse_levels(text: str) -> list[int]:
 def build_parser() -> argparse.ArgumentParser:
     """Command-line options (see the module docstring and bench/README.md)."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--url", required=True, help="base URL, e.g. http://127.0.0.1:8080")
+    p.add_argument(
+        "--url",
+        required=True,
+        help="base URL, e.g. http://127.0.0.1:8080; several, comma-separated, share the clients "
+        "in turn (one engine per URL, no proxy in between)",
+    )
     p.add_argument("--mode", choices=["chat", "embeddings"], default="chat")
     p.add_argument("--model", default="default", help="model name sent in requests")
     p.add_argument("--api-key", help="sent as 'Authorization: Bearer KEY'")
@@ -421,6 +481,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-ignore-eos", dest="ignore_eos", action="store_false")
     p.add_argument("--batch", type=int, default=1, help="documents per embeddings request")
     p.add_argument("--timeout", type=float, default=600.0, help="per-request timeout, seconds")
+    p.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        help="driver processes the clients are shared over (for thousands of responses/s)",
+    )
     p.add_argument("--label", default="", help="setup name stored in each result (plot legend)")
     p.add_argument("--out", type=Path, help="append one JSON object per level to this file")
     return p
@@ -429,10 +495,15 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run every level, print the table, append JSON; exit 1 if any request failed."""
     args = build_parser().parse_args(argv)
-    url = args.url.rstrip("/").removesuffix("/v1")
+    urls = [u.strip().rstrip("/").removesuffix("/v1") for u in args.url.split(",") if u.strip()]
+    url = ",".join(urls)
+    made = itertools.count()
+    made_lock = threading.Lock()
 
     def make_client() -> Client:
-        return Client(url, args.api_key, args.timeout)
+        with made_lock:
+            number = CLIENT_BASE[0] + next(made)
+        return Client(urls[number % len(urls)], args.api_key, args.timeout)
 
     def one(client: Client, index: int) -> RequestResult:
         if args.mode == "chat":
@@ -446,14 +517,16 @@ def main(argv: list[str] | None = None) -> int:
         # Warm up at this level's concurrency: the first batches of a new size pay one-off
         # costs (CUDA graphs, allocations) that are not the steady state being measured.
         if args.warmup:
-            warm, _ = run_level(make_client, one, level, args.warmup * level, warm_index)
+            warm, _ = run_spread(
+                make_client, one, level, args.warmup * level, warm_index, processes=args.processes
+            )
             warm_index += args.warmup * level
             failed = [r.error for r in warm if not r.ok]
             if failed:
                 print(f"loadgen: warm-up at {level} client(s) failed: {failed[0]}", file=sys.stderr)
                 return 1
         n = args.requests or max(8, 4 * level)
-        results, wall = run_level(make_client, one, level, n, first_index=index)
+        results, wall = run_spread(make_client, one, level, n, index, processes=args.processes)
         index += n
         if args.mode == "chat":
             row = summarize_chat(results, wall, level)

@@ -31,6 +31,11 @@ Model entry (one dict per model)::
                   is not known otherwise (a controller `src` file is measured, a download is not)
     gpu_memory_gb optional: GPU memory one engine of this model needs (weights + KV cache +
                   buffers), overriding the estimate of the GPU layout (see localai_engine_plan)
+    engines_per_gpu   engines of this model on each GPU it runs on (default 1, at most
+                  MAX_ENGINES_PER_GPU), each a LiteLLM deployment of the alias. For a small
+                  model whose engine is busy on the CPU side (an embedding engine's per-request
+                  work runs on one host thread while the GPU idles). GPU hosts only; not with
+                  the split layout
 
 The context rule: llama-server splits --ctx-size evenly over --parallel slots, so one request
 gets ctx_size // parallel tokens. That must hold the prompt budget plus the reply:
@@ -61,6 +66,8 @@ FILE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,200}\.gguf$")
 HF_RESOLVE_RE = re.compile(r"^https?://[^/]+/[^/]+/[^/]+/resolve/[^/]+/.+$")
 SHA_LEARN = "huggingface"
 UBATCH_DEFAULT = 512
+# Engines of one model per GPU: each holds its own copy of the weights and one host thread.
+MAX_ENGINES_PER_GPU = 8
 
 REQUIRED = ("name", "alias", "kind", "file")
 COMMON_FIELDS = (
@@ -82,6 +89,7 @@ COMMON_FIELDS = (
     "description",
     "size_gb",
     "gpu_memory_gb",
+    "engines_per_gpu",
 )
 CHAT_ONLY = ("max_tokens", "chat_template", "jinja")
 EMBEDDING_ONLY = ("pooling",)
@@ -96,6 +104,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "flash_attn": "auto",
         "n_gpu_layers": 999,
         "extra_args": [],
+        "engines_per_gpu": 1,
     },
     "embedding": {
         "ctx_size": 2048,
@@ -105,6 +114,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "n_gpu_layers": 999,
         "pooling": "mean",
         "extra_args": [],
+        "engines_per_gpu": 1,
     },
 }
 
@@ -277,8 +287,15 @@ def _check_engine(label: str, settings: dict[str, Any]) -> list[str]:
         ("prompt_tokens", 1),
         ("batch_size", 1),
         ("ubatch_size", 1),
+        ("engines_per_gpu", 1),
     ):
         errors += _check_int(label, settings, field, minimum)
+    per_gpu = settings.get("engines_per_gpu")
+    if _is_int(per_gpu) and per_gpu > MAX_ENGINES_PER_GPU:
+        errors.append(
+            f"{label}: field 'engines_per_gpu' is {per_gpu}; fix: at most {MAX_ENGINES_PER_GPU} "
+            "(each engine holds its own copy of the model and one host thread)"
+        )
     if settings.get("flash_attn") not in FLASH_ATTN:
         errors.append(
             f"{label}: field 'flash_attn' is {settings.get('flash_attn')!r}; fix: one of "
@@ -591,6 +608,19 @@ def _replicas(
     return [g["index"] for g in gpus]
 
 
+def _check_split_engines(layout: str, settings: list[dict[str, Any]], var_name: str) -> None:
+    """One split engine already spans every GPU: more than one per GPU cannot be placed."""
+    if layout != "split":
+        return
+    for s in settings:
+        if s["kind"] == "chat" and s["engines_per_gpu"] > 1:
+            raise AnsibleFilterError(
+                f"localai_models entry '{s['name']}' has engines_per_gpu: {s['engines_per_gpu']} "
+                f"but {var_name} resolved to split (one engine across all GPUs); fix: remove "
+                f"engines_per_gpu from the chat model, or set {var_name} to replicas"
+            )
+
+
 def _split_args(layout: str, gpu_mode: str, gpus: list[dict[str, Any]]) -> list[str]:
     """--split-mode layer --tensor-split in proportion to each GPU's memory."""
     if gpu_mode == "cpu" or layout != "split" or len(gpus) < 2:
@@ -627,7 +657,9 @@ def localai_engine_plan(
     --tensor-split by memory); 'single' runs one engine on the first GPU; 'auto' takes single
     on one GPU, else replicas when one engine of every chat model fits each GPU, else split.
     Fit = file size + KV_MARGIN_PCT % + RESERVE_MIB per GPU (or gpu_memory_gb); a layout that
-    does not fit raises, naming var_name. Embedding engines stay one each, on the first GPU.
+    does not fit raises, naming var_name. Embedding engines stay on the first GPU.
+    An entry's engines_per_gpu (GPU modes only) repeats each of its engines on the same GPU:
+    more deployments of the alias, each with its own port and host thread.
     gpus: nvidia_toolkit_gpus ([{index, memory_mib, ...}]); empty: no pinning (as before).
     sizes: {file: bytes} from the models role (or the lock file's {file: {size}}); else
     size_gb, else os.stat of `src`.
@@ -656,10 +688,12 @@ def localai_engine_plan(
     settings = [_settings(entry) for entry in models]
     needs: dict[str, list[int | None]] = {"chat": [], "embedding": []}
     for s in settings:
-        size = _model_size(s, sizes, stat_src)
-        needs[s["kind"]].append(_need_mib(s, size, KV_MARGIN_PCT, RESERVE_MIB))
+        need = _need_mib(s, _model_size(s, sizes, stat_src), KV_MARGIN_PCT, RESERVE_MIB)
+        needs[s["kind"]].append(None if need is None else need * s["engines_per_gpu"])
     if gpu_mode != "cpu":
+        _check_split_engines(layout, settings, var_name)  # before the fit: it counts them
         layout = _choose_layout(layout, gpu_list, needs, var_name)
+        _check_split_engines(layout, settings, var_name)  # auto may have resolved to split
     first_gpu = gpu_list[0]["index"] if gpu_list else None
     engines: list[dict[str, Any]] = []
     counters = {"chat": 0, "embedding": 0}
@@ -672,6 +706,8 @@ def localai_engine_plan(
         pins = (
             _replicas(layout, gpu_mode, gpu_list, cpu_replicas) if kind == "chat" else [first_gpu]
         )
+        if gpu_mode != "cpu":
+            pins = [gpu for gpu in pins for _ in range(s["engines_per_gpu"])]
         model_path = f"{models_mount.rstrip('/')}/{s['file']}"
         for replica, gpu in enumerate(pins):
             port = ports[kind]

@@ -128,7 +128,8 @@ class FakeOpenAI(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        FakeOpenAI.seen.append({"path": self.path, "body": body})
+        port = self.server.server_address[1]
+        FakeOpenAI.seen.append({"path": self.path, "body": body, "port": port})
         if self.headers.get("Authorization") != f"Bearer {self.api_key}":
             self._json(401, {"error": {"message": "bad key"}})
             return
@@ -154,13 +155,25 @@ class FakeOpenAI(BaseHTTPRequestHandler):
         self._chunk(b"")
 
 
+def _serve() -> tuple[ThreadingHTTPServer, str]:
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), FakeOpenAI)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    return httpd, f"http://127.0.0.1:{httpd.server_address[1]}"
+
+
 @pytest.fixture
 def server() -> Iterator[str]:
     FakeOpenAI.seen = []
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), FakeOpenAI)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd, url = _serve()
+    yield url
+    httpd.shutdown()
+    httpd.server_close()
+
+
+@pytest.fixture
+def second_server(server) -> Iterator[str]:
+    httpd, url = _serve()
+    yield url
     httpd.shutdown()
     httpd.server_close()
 
@@ -202,3 +215,20 @@ def test_wrong_key_is_reported_as_errors(server, tmp_path):
     assert loadgen.main([*argv, "--warmup", "0", "--max-tokens", "2", "--out", str(out)]) == 1
     (row,) = _rows(out)
     assert row["errors"] == 3 and row["error_samples"][0].startswith("HTTP 401")
+
+
+def test_processes_and_urls_share_clients_without_repeating_requests(
+    server, second_server, tmp_path
+):
+    out = tmp_path / "emb.jsonl"
+    argv = ["--url", f"{server},{second_server}/v1", "--api-key", "sekret", "--mode", "embeddings"]
+    argv += ["--concurrency", "4", "--requests", "10", "--processes", "2", "--out", str(out)]
+    assert loadgen.main(argv) == 0
+    (row,) = _rows(out)
+    assert row["ok"] == 10 and row["docs"] == 10 and row["errors"] == 0
+    measured = FakeOpenAI.seen[4:]  # after one warm-up request per client
+    assert len(measured) == 10
+    assert len({entry["body"]["input"][:12] for entry in measured}) == 10  # distinct documents
+    ports = [int(url.rsplit(":", 1)[1]) for url in (server, second_server)]
+    assert {entry["port"] for entry in FakeOpenAI.seen[:4]} == set(ports)  # 2 clients each
+    assert {entry["port"] for entry in measured} == set(ports)

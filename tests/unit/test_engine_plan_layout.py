@@ -217,3 +217,64 @@ def test_size_hints_are_validated():
     errors = lm.localai_models_validate(m)
     assert any("'size_gb'" in e for e in errors)
     assert any("'gpu_memory_gb'" in e for e in errors)
+
+
+def embeddings(plan: list[dict]) -> list[dict]:
+    return [e for e in plan if e["kind"] == "embedding"]
+
+
+def test_engines_per_gpu_repeats_the_embedding_engine_on_the_first_gpu():
+    m = models()
+    m[1]["engines_per_gpu"] = 4
+    plan = lm.localai_engine_plan(m, "gpu", layout="replicas", gpus=gpus(2))
+    embed = embeddings(plan)
+    assert [(e["program"], e["port"], e["gpu"]) for e in embed] == [
+        (f"llamacpp-embeddings-{i}", 8080 + i, 0) for i in range(4)
+    ]
+    assert [flag(e["args"], "--port") for e in embed] == ["8080", "8081", "8082", "8083"]
+    assert {e["alias"] for e in embed} == {"text-embedding-ada-002"}
+    assert [e["gpu"] for e in chats(plan)] == [0, 1]
+
+
+def test_engines_per_gpu_of_a_chat_model_with_replicas_fills_each_gpu_in_turn():
+    m = models()
+    m[0]["engines_per_gpu"] = 2
+    plan = lm.localai_engine_plan(m, "gpu", layout="replicas", gpus=gpus(2, 81559))
+    assert [(e["program"], e["port"], e["gpu"]) for e in chats(plan)] == [
+        ("llamacpp-chat-0", 8090, 0),
+        ("llamacpp-chat-1", 8091, 0),
+        ("llamacpp-chat-2", 8092, 1),
+        ("llamacpp-chat-3", 8093, 1),
+    ]
+
+
+def test_engines_per_gpu_counts_in_the_memory_fit():
+    m = models()
+    m[1].update(engines_per_gpu=8, gpu_memory_gb=3)
+    # 8.5 GB chat (~11 GiB by the estimate) fits a 24 GiB card alone, not with 8 x 3 GB more.
+    with pytest.raises(lm.AnsibleFilterError, match="GPU 0 has 24576 MiB but needs"):
+        lm.localai_engine_plan(m, "gpu", layout="single", gpus=gpus(1))
+    m[1]["engines_per_gpu"] = 2
+    assert len(embeddings(lm.localai_engine_plan(m, "gpu", layout="single", gpus=gpus(1)))) == 2
+
+
+def test_engines_per_gpu_is_refused_for_a_split_chat_model():
+    m = models(40)
+    m[0]["engines_per_gpu"] = 2
+    with pytest.raises(lm.AnsibleFilterError, match=r"engines_per_gpu: 2 .* split"):
+        lm.localai_engine_plan(m, "gpu", layout="split", gpus=gpus(2))
+
+
+def test_engines_per_gpu_is_ignored_on_a_cpu_host():
+    m = models()
+    m[1]["engines_per_gpu"] = 4
+    plan = lm.localai_engine_plan(m, "cpu")
+    assert [e["program"] for e in embeddings(plan)] == ["llamacpp-embeddings"]
+
+
+@pytest.mark.parametrize("value", [0, 9, "4", True])
+def test_engines_per_gpu_out_of_range_names_the_field(value):
+    m = models()
+    m[1]["engines_per_gpu"] = value
+    errors = lm.localai_models_validate(m)
+    assert len(errors) == 1 and "field 'engines_per_gpu'" in errors[0] and "fix:" in errors[0]
