@@ -48,7 +48,7 @@
 #   CHAT_LEVELS [1:4,8:32,32:64]   clients:requests per level (warm-up: 1 request a client)
 #   CHAT_MAX_TOKENS [256]   PROXY_PORT [proxy.json's, 28000]
 #   EMBED_LEVELS [1:100,16:800]    EMBED_BATCH_LEVELS [1:20,4:80]   EMBED_BATCH [32]
-#   EMBED_PROCESSES [1] loadgen driver processes for embeddings (loadgen --processes)
+#   EMBED_PROCESSES [1], CHAT_PROCESSES [1]   loadgen driver processes (loadgen --processes)
 #   MULTI_LEVELS [1:4,16:64]   BUILD_DEFAULT_CPUS [all]
 #   SETUP_SECONDS [100] budget a direct setup needs; LITELLM_SITE [/tmp/site];
 #   LITELLM_PYTHON [python3]; CUDA_ARCH (skip detection); JOBS [nproc]
@@ -78,6 +78,7 @@ EMBED_LEVELS="${EMBED_LEVELS:-1:100,16:800}"
 EMBED_BATCH_LEVELS="${EMBED_BATCH_LEVELS:-1:20,4:80}"
 EMBED_BATCH="${EMBED_BATCH:-32}"
 EMBED_PROCESSES="${EMBED_PROCESSES:-1}"
+CHAT_PROCESSES="${CHAT_PROCESSES:-1}"
 SETUP_SECONDS="${SETUP_SECONDS:-100}"
 STATE=/tmp/native-stack/state.json
 LOGS=/tmp/native-stack/logs
@@ -452,7 +453,7 @@ run_chat_levels() {
   shift 4
   bounded "${NS[@]}" loadgen --levels "$CHAT_LEVELS" --first-index "$first" -- --url "$url" \
     --model "${CHAT_NAME:-chat}" --label "$label" --warmup 1 --max-tokens "$CHAT_MAX_TOKENS" \
-    --out "$out" "$@"
+    --processes "$CHAT_PROCESSES" --out "$out" "$@"
 }
 
 phase_direct() {
