@@ -341,8 +341,15 @@ def run_spread(
         done_requests += share
     CLIENT_BASE[0] = 0
     results: list[RequestResult] = []
-    for _ in children:  # read before join: a full pipe would block the child forever
-        results.extend(queue.get())
+    pending = len(children)
+    while pending:  # read before join: a full pipe would block the child forever
+        if not queue.empty():
+            results.extend(queue.get())
+            pending -= 1
+        elif failed := [p.exitcode for p in children if p.exitcode not in (None, 0)]:
+            raise RuntimeError(f"loadgen: a driver process failed (exit codes {failed})")
+        else:
+            time.sleep(0.02)
     for proc in children:
         proc.join()
     return results, time.perf_counter() - start

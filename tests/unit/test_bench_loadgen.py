@@ -7,6 +7,7 @@ JSON for embeddings, a bearer-token check) to prove the figures come out right.
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -232,3 +233,11 @@ def test_processes_and_urls_share_clients_without_repeating_requests(
     ports = [int(url.rsplit(":", 1)[1]) for url in (server, second_server)]
     assert {entry["port"] for entry in FakeOpenAI.seen[:4]} == set(ports)  # 2 clients each
     assert {entry["port"] for entry in measured} == set(ports)
+
+
+def test_a_driver_process_that_dies_is_reported_not_waited_for():
+    def die(client, index):
+        os._exit(3)
+
+    with pytest.raises(RuntimeError, match=r"driver process failed \(exit codes \[3"):
+        loadgen.run_spread(lambda: None, die, 2, 2, processes=2)

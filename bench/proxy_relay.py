@@ -1,0 +1,440 @@
+#!/usr/bin/env python3
+"""LiteLLM's own CPU cost per relayed streamed chunk, measured against bench/fake_upstream.py.
+
+Why this exists: on the GPU host the proxy caps streamed chat throughput below what llama-server
+alone delivers, whatever the number of workers. With a fake upstream that streams as fast as it
+can, the proxy is the bottleneck on any machine, and its cost can be read directly: CPU seconds
+of the uvicorn worker processes (utime + stime from /proc/PID/stat, before and after a level)
+divided by the token chunks relayed. One command runs every setup side by side, so a noisy
+machine affects them alike:
+
+    python3 bench/proxy_relay.py --out bench/results/<dir>/proxy-relay.jsonl
+
+Rows (JSON Lines): ``direct`` (loadgen straight to the fake upstream), then for each setup and
+worker count: aggregate tok/s (bench/loadgen.py), CPU seconds and ms per chunk of each worker,
+of all workers together, of the master, and, with ``--spread-clients``, how many established
+client connections each worker PID held (``ss -tnp``) while that many clients were streaming.
+
+The proxy runs like bench/native_stack.py starts it (``python -m litellm.proxy.proxy_cli
+--config litellm.yaml --num_workers N`` from the config directory, stack.env's environment);
+the config is the project's, rendered by bench/render_configs.yml into --config-dir: its chat
+deployment, pointed at the fake upstream (``--deployments N``: N fake upstreams, N deployments
+of the alias, like the replicas layout), plus the setup's overrides, written as JSON (YAML's
+subset) under --work-dir. Run it with the repository's .venv Python (PyYAML reads the config):
+
+    ansible-playbook bench/render_configs.yml -e out_dir=$PWD/.gpu/relay-config
+    .venv/bin/python bench/proxy_relay.py --config-dir .gpu/relay-config --out relay.jsonl
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+# Setup name -> overrides: "env" (environment) and config sections merged into the config.
+SETUPS: dict[str, dict[str, dict[str, Any]]] = {
+    "baseline": {},
+    "log_error": {"env": {"LITELLM_LOG": "ERROR"}},
+    "disable_streaming_logging": {"litellm_settings": {"disable_streaming_logging": True}},
+    "turn_off_message_logging": {"litellm_settings": {"turn_off_message_logging": True}},
+    "callbacks_empty": {"litellm_settings": {"callbacks": [], "success_callback": []}},
+    "success_callback_empty": {"litellm_settings": {"success_callback": []}},
+    "callbacks_only_empty": {"litellm_settings": {"callbacks": []}},
+    "disable_spend_logs": {"general_settings": {"disable_spend_logs": True}},
+    "disable_token_counter": {"litellm_settings": {"disable_token_counter": True}},
+    "disable_aiohttp_transport": {"litellm_settings": {"disable_aiohttp_transport": True}},
+    "no_retries": {
+        "litellm_settings": {"num_retries": 0},
+        "router_settings": {"num_retries": 0},
+    },
+}
+
+
+def cpu_ticks(pid: int) -> int:
+    """utime + stime of a process, in clock ticks (fields 14 and 15 of /proc/PID/stat)."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return int(fields[11]) + int(fields[12])
+
+
+def children(pid: int) -> list[int]:
+    """Direct children of a process."""
+    out = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        if int(stat[stat.rindex(")") + 2 :].split()[1]) == pid:
+            out.append(int(entry.name))
+    return sorted(out)
+
+
+def worker_pids(master: int) -> list[int]:
+    """uvicorn's worker processes (multiprocessing spawn children); the master with 1 worker."""
+    found = []
+    for pid in children(master):
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"spawn_main" in cmd:
+            found.append(pid)
+    return found or [master]
+
+
+def wait_http(url: str, timeout: float) -> None:
+    """Poll a URL until it answers 200."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as resp:
+                if resp.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.5)
+    raise RuntimeError(f"{url} did not answer within {timeout:.0f} s")
+
+
+def read_env(path: Path) -> dict[str, str]:
+    """KEY=VALUE lines of the rendered stack.env (the benchmark's test key, never a real one)."""
+    env = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if "=" in line and not line.lstrip().startswith("#"):
+            key, value = line.split("=", 1)
+            env[key.strip()] = value.strip()
+    return env
+
+
+def merged_config(
+    base: dict[str, Any], overrides: dict[str, dict[str, Any]], upstreams: list[str]
+) -> dict[str, Any]:
+    """The rendered config's chat deployment once per upstream, and the setup's sections."""
+    cfg = copy.deepcopy(base)
+    chat = next(m for m in cfg["model_list"] if m.get("model_info", {}).get("mode") == "chat")
+    cfg["model_list"] = []
+    for url in upstreams:
+        entry = copy.deepcopy(chat)
+        entry["litellm_params"]["api_base"] = url
+        cfg["model_list"].append(entry)
+    for section, values in overrides.items():
+        if section != "env":
+            cfg.setdefault(section, {}).update(values)
+    return cfg
+
+
+def start_proxy(
+    args: argparse.Namespace, name: str, overrides: dict[str, Any], workers: int
+) -> tuple[subprocess.Popen[bytes], Path]:
+    """Write the setup's config dir and start LiteLLM as bench/native_stack.py does."""
+    cfg_dir = args.work_dir / f"{name}-w{workers}"
+    shutil.rmtree(cfg_dir, ignore_errors=True)
+    cfg_dir.mkdir(parents=True)
+    shutil.copy(args.config_dir / "localai_auth.py", cfg_dir)
+    base = yaml.safe_load((args.config_dir / "litellm.yaml").read_text(encoding="utf-8"))
+    upstreams = [f"http://127.0.0.1:{port}/v1" for port in upstream_ports(args)]
+    config = merged_config(base, overrides, upstreams)
+    (cfg_dir / "litellm.yaml").write_text(json.dumps(config, indent=1))
+    env = dict(os.environ)
+    env.update(args.stack_env)
+    env.update(overrides.get("env", {}))
+    env["PYTHONPATH"] = str(cfg_dir)
+    cmd = [
+        os.path.abspath(args.proxy_python),
+        "-m",
+        "litellm.proxy.proxy_cli",
+        "--config",
+        str(cfg_dir / "litellm.yaml"),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(args.proxy_port),
+        "--num_workers",
+        str(workers),
+    ]
+    log = cfg_dir / "litellm.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(cmd, cwd=cfg_dir, env=env, stdout=out, stderr=subprocess.STDOUT)
+    return proc, log
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    """Stop a process we started (SIGTERM, then SIGKILL) and reap it."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def loadgen(
+    args: argparse.Namespace, url: str, clients: int, requests: int, label: str
+) -> dict[str, Any]:
+    """One bench/loadgen.py level (no warm-up); its JSON row."""
+    with tempfile.NamedTemporaryFile(suffix=".jsonl", delete=False) as tmp:
+        out = Path(tmp.name)
+    cmd = [
+        sys.executable,
+        str(ROOT / "bench/loadgen.py"),
+        "--url",
+        url,
+        "--api-key",
+        args.stack_env["LITELLM_MASTER_KEY"],
+        "--model",
+        "gpt-3.5-turbo",
+        "--concurrency",
+        str(clients),
+        "--requests",
+        str(requests),
+        "--warmup",
+        "0",
+        "--max-tokens",
+        str(args.max_tokens),
+        "--label",
+        label,
+        "--out",
+        str(out),
+    ]
+    before = os.times()
+    subprocess.run(cmd, check=False, stdout=subprocess.DEVNULL, timeout=120)
+    after = os.times()
+    rows = [json.loads(line) for line in out.read_text().splitlines() if line.strip()]
+    out.unlink()
+    if not rows:
+        raise RuntimeError(f"loadgen wrote no row for {label}")
+    row = rows[-1]
+    row["loadgen_cpu_s"] = round(
+        (after.children_user - before.children_user)
+        + (after.children_system - before.children_system),
+        2,
+    )
+    return row
+
+
+def connections_by_pid(port: int) -> dict[int, int]:
+    """Established connections on the proxy's port, counted per owning PID (ss -tnp)."""
+    out = subprocess.run(
+        ["ss", "-tnpH", "state", "established", f"( sport = :{port} )"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout
+    counts: dict[int, int] = {}
+    for line in out.splitlines():
+        for pid in set(re.findall(r"pid=(\d+)", line)):
+            counts[int(pid)] = counts.get(int(pid), 0) + 1
+    return counts
+
+
+def spread(args: argparse.Namespace, url: str, workers: list[int], label: str) -> dict[str, Any]:
+    """Connections per worker while --spread-clients clients stream (sampled every 0.5 s)."""
+    samples: list[dict[int, int]] = []
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.wait(0.5):
+            counts = connections_by_pid(args.proxy_port)
+            if sum(counts.values()) >= args.spread_clients:
+                samples.append(counts)
+
+    thread = threading.Thread(target=sample, daemon=True)
+    cpu0 = {pid: cpu_ticks(pid) for pid in workers}
+    thread.start()
+    n = args.spread_clients * args.spread_rounds
+    row = loadgen(args, url, args.spread_clients, n, label)
+    done.set()
+    thread.join()
+    cpu = {pid: (cpu_ticks(pid) - cpu0[pid]) / CLK_TCK for pid in workers}
+    last = samples[len(samples) // 2] if samples else {}
+    return {
+        "spread_clients": args.spread_clients,
+        "spread_tok_s": row.get("aggregate_tok_s"),
+        "spread_samples": len(samples),
+        "spread_conns_per_worker": [last.get(pid, 0) for pid in workers],
+        "spread_conns_min_max_over_samples": [
+            [min(s.get(pid, 0) for s in samples), max(s.get(pid, 0) for s in samples)]
+            for pid in workers
+        ]
+        if samples
+        else [],
+        "spread_cpu_s_per_worker": [round(cpu[pid], 2) for pid in workers],
+    }
+
+
+def measure_proxy(args: argparse.Namespace, name: str, workers: int) -> dict[str, Any]:
+    """Start the proxy with a setup, warm it, measure one level (and the spread), stop it."""
+    overrides = SETUPS[name]
+    proc, log = start_proxy(args, name, overrides, workers)
+    url = f"http://127.0.0.1:{args.proxy_port}"
+    try:
+        wait_http(url + "/health/liveliness", args.start_timeout)
+        time.sleep(1)
+        pids = worker_pids(proc.pid)
+        if workers > 1 and len(pids) != workers:
+            raise RuntimeError(f"expected {workers} workers, found {pids}")
+        loadgen(args, url, args.clients, args.clients * 2, f"{name}-w{workers}-warmup")
+        before = {pid: cpu_ticks(pid) for pid in {*pids, proc.pid}}
+        row = loadgen(args, url, args.clients, args.requests, f"{name}-w{workers}")
+        after = {pid: cpu_ticks(pid) for pid in {*pids, proc.pid}}
+        chunks = args.requests * args.max_tokens
+        per_worker = [(after[p] - before[p]) / CLK_TCK for p in pids]
+        total = sum(per_worker)
+        result: dict[str, Any] = {
+            "setup": name,
+            "workers": workers,
+            "overrides": overrides,
+            "aggregate_tok_s": row.get("aggregate_tok_s"),
+            "errors": row.get("errors"),
+            "wall_s": row.get("wall_s"),
+            "token_chunks": chunks,
+            "worker_cpu_s": [round(c, 2) for c in per_worker],
+            "workers_cpu_s": round(total, 2),
+            "cpu_ms_per_chunk": round(1000 * total / chunks, 4),
+            "master_cpu_s": round((after[proc.pid] - before[proc.pid]) / CLK_TCK, 2)
+            if proc.pid not in pids
+            else None,
+            "loadgen_cpu_s": row.get("loadgen_cpu_s"),
+        }
+        if args.spread_clients and workers > 1:
+            result.update(spread(args, url, pids, f"{name}-w{workers}-spread"))
+        return result
+    except RuntimeError as err:
+        print(f"proxy_relay: {name} w{workers}: {err}; log: {log}", file=sys.stderr)
+        return {"setup": name, "workers": workers, "error": str(err), "log": str(log)}
+    finally:
+        stop(proc)
+
+
+def upstream_ports(args: argparse.Namespace) -> list[int]:
+    """One fake upstream port per deployment."""
+    return [args.upstream_port + i for i in range(args.deployments)]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Command-line options (see the module docstring)."""
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--setups", default="baseline", help=f"comma-separated, of: {','.join(SETUPS)}")
+    p.add_argument("--workers", default="1,2", help="worker counts, e.g. 1,2")
+    p.add_argument("--clients", type=int, default=8)
+    p.add_argument("--requests", type=int, default=32, help="measured requests per level")
+    p.add_argument("--max-tokens", type=int, default=256)
+    p.add_argument("--spread-clients", type=int, default=16, help="0: skip the spread level")
+    p.add_argument("--spread-rounds", type=int, default=2, help="requests per spread client")
+    p.add_argument("--repeat", type=int, default=1, help="run the setup list this many times")
+    p.add_argument("--no-direct", dest="direct", action="store_false")
+    p.add_argument(
+        "--config-dir",
+        type=Path,
+        required=True,
+        help="configs rendered by bench/render_configs.yml (litellm.yaml, localai_auth.py, "
+        "stack.env)",
+    )
+    p.add_argument(
+        "--deployments", type=int, default=1, help="fake upstreams = deployments of the alias"
+    )
+    p.add_argument(
+        "--tokens-per-s",
+        type=float,
+        default=0,
+        help="pace of each fake stream (0: as fast as it can, the proxy is the bottleneck)",
+    )
+    p.add_argument("--upstream-port", type=int, default=18090)
+    p.add_argument("--proxy-port", type=int, default=28100)
+    p.add_argument(
+        "--proxy-python", default=str(ROOT / ".cache/litellm-venv/bin/python"), help="has litellm"
+    )
+    p.add_argument("--work-dir", type=Path, default=Path("/tmp/relay-cfg"))
+    p.add_argument("--start-timeout", type=float, default=120.0)
+    p.add_argument("--out", type=Path, help="append JSON rows here")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run direct, then every setup x worker count; print and append the rows."""
+    p = build_parser()
+    args = p.parse_args(argv)
+    names = [s.strip() for s in args.setups.split(",") if s.strip()]
+    unknown = [s for s in names if s not in SETUPS]
+    if unknown:
+        p.error(f"unknown setup(s): {unknown}")
+    args.work_dir.mkdir(parents=True, exist_ok=True)
+    args.stack_env = read_env(args.config_dir / "stack.env")
+    pace = ["--tokens-per-s", str(args.tokens_per_s)] if args.tokens_per_s else []
+    fakes = [
+        subprocess.Popen(
+            [sys.executable, str(ROOT / "bench/fake_upstream.py"), "--port", str(port), *pace],
+            stdout=subprocess.DEVNULL,
+        )
+        for port in upstream_ports(args)
+    ]
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    rows: list[dict[str, Any]] = []
+    try:
+        for port in upstream_ports(args):
+            wait_http(f"http://127.0.0.1:{port}/health", 30)
+        if args.direct:
+            url = ",".join(f"http://127.0.0.1:{port}" for port in upstream_ports(args))
+            loadgen(args, url, args.clients, args.clients * 2, "direct-warmup")
+            row = loadgen(args, url, args.clients, args.requests, "direct")
+            rows.append(
+                {
+                    "setup": "direct",
+                    "workers": 0,
+                    **{
+                        k: row.get(k)
+                        for k in ("aggregate_tok_s", "errors", "wall_s", "loadgen_cpu_s")
+                    },
+                }
+            )
+            print(json.dumps(rows[-1]), flush=True)
+        for rep in range(args.repeat):
+            for name in names:
+                for workers in (int(w) for w in args.workers.split(",")):
+                    row = measure_proxy(args, name, workers)
+                    row["repeat"] = rep
+                    rows.append(row)
+                    print(json.dumps(row), flush=True)
+    finally:
+        for fake in fakes:
+            stop(fake)
+    for row in rows:
+        row.update(
+            run=stamp,
+            deployments=args.deployments,
+            tokens_per_s=args.tokens_per_s,
+            clients=args.clients,
+            requests=args.requests,
+            max_tokens=args.max_tokens,
+            host_cpus=os.cpu_count(),
+        )
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        with args.out.open("a", encoding="utf-8") as fh:
+            fh.writelines(json.dumps(r) + "\n" for r in rows)
+    return 1 if any(r.get("error") or r.get("errors") for r in rows) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
