@@ -45,6 +45,9 @@ from typing import Any
 
 import yaml
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from native_stack import parse_env_file, proxy_command  # the sibling script
+
 ROOT = Path(__file__).resolve().parent.parent
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -116,16 +119,6 @@ def wait_http(url: str, timeout: float) -> None:
     raise RuntimeError(f"{url} did not answer within {timeout:.0f} s")
 
 
-def read_env(path: Path) -> dict[str, str]:
-    """KEY=VALUE lines of the rendered stack.env (the benchmark's test key, never a real one)."""
-    env = {}
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if "=" in line and not line.lstrip().startswith("#"):
-            key, value = line.split("=", 1)
-            env[key.strip()] = value.strip()
-    return env
-
-
 def merged_config(
     base: dict[str, Any], overrides: dict[str, dict[str, Any]], upstreams: list[str]
 ) -> dict[str, Any]:
@@ -159,19 +152,7 @@ def start_proxy(
     env.update(args.stack_env)
     env.update(overrides.get("env", {}))
     env["PYTHONPATH"] = str(cfg_dir)
-    cmd = [
-        os.path.abspath(args.proxy_python),
-        "-m",
-        "litellm.proxy.proxy_cli",
-        "--config",
-        str(cfg_dir / "litellm.yaml"),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(args.proxy_port),
-        "--num_workers",
-        str(workers),
-    ]
+    cmd = proxy_command(os.path.abspath(args.proxy_python), cfg_dir, args.proxy_port, workers)
     log = cfg_dir / "litellm.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(cmd, cwd=cfg_dir, env=env, stdout=out, stderr=subprocess.STDOUT)
@@ -380,7 +361,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         p.error(f"unknown setup(s): {unknown}")
     args.work_dir.mkdir(parents=True, exist_ok=True)
-    args.stack_env = read_env(args.config_dir / "stack.env")
+    args.stack_env = parse_env_file((args.config_dir / "stack.env").read_text(encoding="utf-8"))
     pace = ["--tokens-per-s", str(args.tokens_per_s)] if args.tokens_per_s else []
     fakes = [
         subprocess.Popen(

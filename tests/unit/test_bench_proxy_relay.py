@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import threading
-from pathlib import Path
 
 import pytest
 from project import load
@@ -59,9 +58,3 @@ def test_merged_config_repeats_the_chat_deployment_per_upstream_and_merges_setti
     assert cfg["router_settings"] == {"routing_strategy": "simple-shuffle", "num_retries": 0}
     assert cfg["litellm_settings"] == {"num_retries": 0}
     assert RENDERED["model_list"][0]["litellm_params"]["api_base"].endswith(":8090/v1")
-
-
-def test_read_env_takes_key_value_lines(tmp_path: Path):
-    env = tmp_path / "stack.env"
-    env.write_text("# managed\nLITELLM_MASTER_KEY=sk-x=y\n\nNO_PROXY=127.0.0.1\n")
-    assert relay.read_env(env) == {"LITELLM_MASTER_KEY": "sk-x=y", "NO_PROXY": "127.0.0.1"}
