@@ -241,3 +241,15 @@ def test_a_driver_process_that_dies_is_reported_not_waited_for():
 
     with pytest.raises(RuntimeError, match=r"driver process failed \(exit codes \[3"):
         loadgen.run_spread(lambda: None, die, 2, 2, processes=2)
+
+
+def test_encoding_format_is_sent_and_the_vectors_type_checked(server, tmp_path):
+    out = tmp_path / "emb.jsonl"
+    argv = ["--url", server, "--api-key", "sekret", "--mode", "embeddings", "--doc-chars", "40"]
+    argv += ["--concurrency", "1", "--requests", "2", "--warmup", "0", "--out", str(out)]
+    assert loadgen.main([*argv, "--encoding-format", "float"]) == 0
+    assert FakeOpenAI.seen[-1]["body"]["encoding_format"] == "float"
+    assert len(FakeOpenAI.seen[-1]["body"]["input"]) == 40
+    # The fake answers float lists whatever is asked: a base64 request must not count them.
+    assert loadgen.main([*argv, "--encoding-format", "base64"]) == 1
+    assert _rows(out)[-1]["error_samples"] == ["an embedding is not a str"]
