@@ -531,6 +531,31 @@ litellm_ready() {
   fi
 }
 
+# stack_up NAME DIR GPUS: a rendered config copied to /tmp/bench-config-NAME, its engines and
+# LiteLLM started by native_stack.py (GPUS: CUDA_VISIBLE_DEVICES for the whole stack, 'all'
+# for every GPU, empty to keep the caller's). Sets cfg, key, endpoints and the variables of
+# stack_endpoints in the caller's scope; returns 1 (with the logs' tails) if it did not start.
+stack_up() {
+  local name="$1" dir="$2" gpus="$3"
+  [[ "$dir" == /* ]] || dir="$REPO/$dir"
+  cfg="/tmp/bench-config-$name"
+  rm -rf "$cfg" && mkdir -p "$cfg" && cp -a "$dir/." "$cfg/"
+  litellm_ready "$cfg" || return 1
+  endpoints=$(
+    case "$gpus" in
+      "") ;;
+      all) unset CUDA_VISIBLE_DEVICES ;;
+      *) export CUDA_VISIBLE_DEVICES="$gpus" ;;
+    esac
+    PYTHONPATH="$LITELLM_SITE${PYTHONPATH:+:$PYTHONPATH}" bounded "${NS[@]}" start \
+      --state "$STATE" --log-dir "$LOGS" --config-dir "$cfg" --timeout 240 \
+      --model-map "chat=$CHAT_MODEL" --model-map "embedding=$EMBED_MODEL" \
+      --proxy --proxy-python "$LITELLM_PYTHON" ${PROXY_PORT:+--proxy-port "$PROXY_PORT"}
+  ) || { log "'$name' did not start"; tail -n 20 "$LOGS"/*.log >&2; return 1; }
+  key=$(sed -n 's/^LITELLM_MASTER_KEY=//p' "$cfg/stack.env")
+  read -r chat_url chat_name chat_alias embed_url embed_name embed_alias proxy_url < <(stack_endpoints "$endpoints")
+}
+
 phase_multigpu() {
   [ "$#" -gt 0 ] || { log "multigpu: name at least one NAME=CONFIG_DIR[:GPUS]"; return 1; }
   mkdir -p "$RESULTS"
@@ -540,21 +565,9 @@ phase_multigpu() {
     name="${spec%%=*}" rest="${spec#*=}" gpus=""
     dir="${rest%%:*}"
     [[ "$rest" == *:* ]] && gpus="${rest#*:}"
-    [[ "$dir" == /* ]] || dir="$REPO/$dir"
     have_time 150 "multigpu variant '$name'" || break
-    cfg="/tmp/bench-config-$name"
-    rm -rf "$cfg" && mkdir -p "$cfg" && cp -a "$dir/." "$cfg/"
-    litellm_ready "$cfg" || return 1
-    rm -f "$LOGS"/*.log
-    endpoints=$(
-      if [ -n "$gpus" ]; then export CUDA_VISIBLE_DEVICES="$gpus"; else unset CUDA_VISIBLE_DEVICES; fi
-      PYTHONPATH="$LITELLM_SITE${PYTHONPATH:+:$PYTHONPATH}" bounded "${NS[@]}" start \
-        --state "$STATE" --log-dir "$LOGS" --config-dir "$cfg" --timeout 240 \
-        --model-map "chat=$CHAT_MODEL" --model-map "embedding=$EMBED_MODEL" \
-        --proxy --proxy-python "$LITELLM_PYTHON"
-    ) || { log "multigpu: '$name' did not start"; tail -n 20 "$LOGS"/*.log >&2; return 1; }
-    key=$(sed -n 's/^LITELLM_MASTER_KEY=//p' "$cfg/stack.env")
-    read -r chat_url chat_name chat_alias embed_url embed_name embed_alias proxy_url < <(stack_endpoints "$endpoints")
+    rm -f "$LOGS"/*.log  # the variant's own engine logs are summarised below
+    stack_up "$name" "$dir" "${gpus:-all}" || return 1
     {
       echo "=== multigpu $name (CUDA_VISIBLE_DEVICES=${gpus:-all}):"
       grep -h '^=== native_stack: ' "$LOGS"/llamacpp-chat*.log
@@ -619,19 +632,9 @@ phase_proxy() {
   local chat_out="$RESULTS/chat-proxy.jsonl" embed_out="$RESULTS/embed.jsonl"
   for spec in "${specs[@]}"; do
     name="${spec%%=*}" dir="${spec#*=}"
-    [[ "$dir" == /* ]] || dir="$REPO/$dir"
     have_time 150 "proxy variant '$name'" || break
-    cfg="/tmp/bench-config-$name"
-    rm -rf "$cfg" && mkdir -p "$cfg" && cp -a "$dir/." "$cfg/"
-    litellm_ready "$cfg" || return 1
-    endpoints=$(PYTHONPATH="$LITELLM_SITE${PYTHONPATH:+:$PYTHONPATH}" bounded "${NS[@]}" start \
-      --state "$STATE" --log-dir "$LOGS" --config-dir "$cfg" --timeout 240 \
-      --model-map "chat=$CHAT_MODEL" --model-map "embedding=$EMBED_MODEL" \
-      --proxy --proxy-python "$LITELLM_PYTHON" ${PROXY_PORT:+--proxy-port "$PROXY_PORT"}) \
-      || { log "proxy: '$name' did not start"; tail -n 20 "$LOGS"/*.log >&2; return 1; }
+    stack_up "$name" "$dir" "" || return 1
     echo "$endpoints" >&2
-    key=$(sed -n 's/^LITELLM_MASTER_KEY=//p' "$cfg/stack.env")
-    read -r chat_url chat_name chat_alias embed_url embed_name embed_alias proxy_url < <(stack_endpoints "$endpoints")
     if [[ " $parts " == *" chat "* ]]; then
       template_check "${chat_url%%,*}" >&2
       # Distinct request numbers for the proxy runs: the same engine serves both, and a
