@@ -15,15 +15,8 @@ OUT="${2:-/tmp/embed-encoding.jsonl}"
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 KEY=$(sed -n 's/^LITELLM_MASTER_KEY=//p' "$CONFIG/stack.env")
 ticks() {
-  python3 - $(pgrep -f "proxy_cli|spawn_main") <<'PY'
-import pathlib, sys
-total = 0
-for pid in sys.argv[1:]:
-    stat = pathlib.Path(f"/proc/{pid}/stat").read_text()
-    fields = stat[stat.rindex(")") + 2:].split()
-    total += int(fields[11]) + int(fields[12])
-print(total)
-PY
+  python3 -c 'import sys; sys.path.insert(0, sys.argv[1]); from native_stack import cpu_ticks
+print(sum(cpu_ticks(int(pid)) for pid in sys.argv[2:]))' "$REPO/bench" $(pgrep -f "proxy_cli|spawn_main")
 }
 for rep in 1 2; do
   for enc in float base64; do

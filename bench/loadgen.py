@@ -242,10 +242,9 @@ def chat_request(client: Client, args: argparse.Namespace, index: int) -> Reques
 
 def embed_request(client: Client, args: argparse.Namespace, index: int) -> RequestResult:
     """One embeddings request of ``args.batch`` documents; checks one vector per document."""
-    chars = getattr(args, "doc_chars", 512)
-    docs = [make_japanese_doc(index * args.batch + i, chars) for i in range(args.batch)]
+    docs = [make_japanese_doc(index * args.batch + i, args.doc_chars) for i in range(args.batch)]
     body = {"model": args.model, "input": docs[0] if args.batch == 1 else docs}
-    encoding = getattr(args, "encoding_format", None)
+    encoding = getattr(args, "encoding_format", None)  # bench/soak.py's args have none
     if encoding:
         body["encoding_format"] = encoding  # base64: what the OpenAI SDKs ask for by default
     start = time.perf_counter()

@@ -331,14 +331,24 @@ def save_state(path: Path, processes: list[dict[str, Any]]) -> None:
     tmp.replace(path)
 
 
+def proc_stat(pid: int) -> list[str]:
+    """Fields of /proc/PID/stat after the command name: [state, ppid, ...] (OSError if gone)."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()
+
+
+def cpu_ticks(pid: int) -> int:
+    """CPU time of a process (utime + stime), in clock ticks."""
+    fields = proc_stat(pid)
+    return int(fields[11]) + int(fields[12])
+
+
 def alive(pid: int, marker: str) -> bool:
     """True while the pid runs and is still our program (a recycled pid is not killed)."""
     try:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
     except OSError:
         return False
-    state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[0]
-    return state != "Z" and marker in cmdline
+    return proc_stat(pid)[0] != "Z" and marker in cmdline
 
 
 def launch(

@@ -39,14 +39,19 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from native_stack import parse_env_file, proxy_command  # the sibling script
+from native_stack import (  # the sibling script
+    cpu_ticks,
+    http_status,
+    parse_env_file,
+    proc_stat,
+    proxy_command,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -70,13 +75,6 @@ SETUPS: dict[str, dict[str, dict[str, Any]]] = {
 }
 
 
-def cpu_ticks(pid: int) -> int:
-    """utime + stime of a process, in clock ticks (fields 14 and 15 of /proc/PID/stat)."""
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    fields = stat[stat.rindex(")") + 2 :].split()
-    return int(fields[11]) + int(fields[12])
-
-
 def children(pid: int) -> list[int]:
     """Direct children of a process."""
     out = []
@@ -84,10 +82,10 @@ def children(pid: int) -> list[int]:
         if not entry.name.isdigit():
             continue
         try:
-            stat = (entry / "stat").read_text()
+            parent = int(proc_stat(int(entry.name))[1])
         except OSError:
             continue
-        if int(stat[stat.rindex(")") + 2 :].split()[1]) == pid:
+        if parent == pid:
             out.append(int(entry.name))
     return sorted(out)
 
@@ -108,15 +106,10 @@ def worker_pids(master: int) -> list[int]:
 def wait_http(url: str, timeout: float) -> None:
     """Poll a URL until it answers 200."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(url, timeout=2) as resp:
-                if resp.status == 200:
-                    return
-        except OSError:
-            pass
+    while http_status(url) != 200:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{url} did not answer within {timeout:.0f} s")
         time.sleep(0.5)
-    raise RuntimeError(f"{url} did not answer within {timeout:.0f} s")
 
 
 def merged_config(
