@@ -13,7 +13,8 @@
 #                       nvidia-smi through the nvidia_toolkit plugin; -> build.json. A build that
 #                       outlives the call goes on in the background: run `build` again to wait.
 #   models              synthetic Llama-3-8B Q8_0 and multilingual-e5-small GGUFs in /tmp/m
-#   litellm             install the LiteLLM wheels (.whl/*.whl) into /tmp/site
+#   litellm             install the LiteLLM wheels (.whl/*.whl) into /tmp/site, or unpack
+#                       $GPU_DIR/litellm-site.tar.xz (the same wheels, unzipped and xz-packed)
 #   proof               the project's chat engine on the GPU: CUDA device and layer offload
 #                       lines of its log, one request; -> proof.log
 #   build_default       llama.cpp's default CUDA architecture list (issue 3) with the same
@@ -35,14 +36,15 @@
 #   proxy [VARIANT...]  the rendered stack (chat + embeddings engines + LiteLLM) with
 #                       native_stack.py; chat and embeddings direct (clients shared over all
 #                       engines of the kind) and through the proxy -> chat-proxy.jsonl,
-#                       embed.jsonl. VARIANT: NAME=CONFIG_DIR (default project=$BENCH_CONFIG);
-#                       PROXY_PARTS [chat embed] picks what is measured
+#                       embed.jsonl. VARIANT: NAME=CONFIG_DIR[:GPUS] (default
+#                       project=$BENCH_CONFIG; GPUS as in multigpu); PROXY_PARTS [chat embed]
+#                       picks what is measured, PROXY_DIRECT=0 skips direct chat
 #
 # Environment (defaults in brackets):
 #   DEADLINE [560]      seconds this call may use; phases and setups that would not fit are
 #                       skipped with a message instead of being killed mid-way
 #   LLAMA_SERVER [/tmp/localai/bin/llama-server]   binary the runs use
-#   GPU_DIR [<repo>/.gpu]   carried files: llama.cpp-slim.tar.xz, ggml-vocab-*.gguf, config/
+#   GPU_DIR [<repo>/.gpu]   carried files: llama.cpp-slim.tar.xz, ggml-vocab-*.gguf[.xz], config/
 #   BENCH_CONFIG [$GPU_DIR/config]   configs rendered by bench/render_configs.yml
 #   CHAT_MODEL [/tmp/m/llama3-8b-q8_0.gguf]   EMBED_MODEL [/tmp/m/e5-small-f16.gguf]
 #   CHAT_LEVELS [1:4,8:32,32:64]   clients:requests per level (warm-up: 1 request a client)
@@ -50,6 +52,8 @@
 #   EMBED_LEVELS [1:100,16:800]    EMBED_BATCH_LEVELS [1:20,4:80]   EMBED_BATCH [32]
 #   EMBED_PROCESSES [1], CHAT_PROCESSES [1]   loadgen driver processes (loadgen --processes)
 #   MULTI_LEVELS [1:4,16:64]   BUILD_DEFAULT_CPUS [all]
+#   WATCH [1]           chat levels also record CPU per process, connections per LiteLLM worker
+#                       and GPU use (native_stack.py loadgen --watch) -> watch.jsonl
 #   SETUP_SECONDS [100] budget a direct setup needs; LITELLM_SITE [/tmp/site];
 #   LITELLM_PYTHON [python3]; CUDA_ARCH (skip detection); JOBS [nproc]
 set -euo pipefail
@@ -332,6 +336,7 @@ phase_models() {
   mkdir -p "$vocab" "$(dirname "$CHAT_MODEL")" "$(dirname "$EMBED_MODEL")"
   for f in ggml-vocab-llama-bpe.gguf ggml-vocab-nomic-bert-moe.gguf; do
     if [ ! -f "$vocab/$f" ] && [ -f "$GPU_DIR/$f" ]; then cp "$GPU_DIR/$f" "$vocab/$f"; fi
+    if [ ! -f "$vocab/$f" ] && [ -f "$GPU_DIR/$f.xz" ]; then xz -dc "$GPU_DIR/$f.xz" >"$vocab/$f"; fi
   done
   local shape out vfile vdir
   for spec in "llama3-8b:$CHAT_MODEL:ggml-vocab-llama-bpe.gguf" \
@@ -355,8 +360,19 @@ phase_litellm() {
     log "litellm: importable from $LITELLM_SITE, skipping"
     return 0
   fi
-  local wheels=("$REPO"/.whl/*.whl)
-  [ -f "${wheels[0]}" ] || { log "litellm: no wheels in $REPO/.whl"; return 1; }
+  local wheels=("$REPO"/.whl/*.whl) packed="$GPU_DIR/litellm-site.tar.xz"
+  if [ ! -f "${wheels[0]}" ] && [ -f "$packed" ]; then
+    # The wheels unpacked and xz-packed (37 MB instead of 58): fits one call's carry with the
+    # llama.cpp source. Built with: unzip every wheel into site/, tar -cJf litellm-site.tar.xz site
+    log "litellm: unpacking $packed into $LITELLM_SITE"
+    rm -rf "$LITELLM_SITE.part" && mkdir -p "$LITELLM_SITE.part"
+    tar -C "$LITELLM_SITE.part" -xJf "$packed"
+    rm -rf "$LITELLM_SITE" && mv "$LITELLM_SITE.part/site" "$LITELLM_SITE" && rm -rf "$LITELLM_SITE.part"
+    PYTHONPATH="$LITELLM_SITE" "$LITELLM_PYTHON" -c \
+      'import importlib.metadata as m, litellm.proxy.proxy_cli; print("litellm", m.version("litellm"))'
+    return
+  fi
+  [ -f "${wheels[0]}" ] || { log "litellm: no wheels in $REPO/.whl (nor $packed)"; return 1; }
   log "litellm: installing ${#wheels[@]} wheels into $LITELLM_SITE"
   "$PY" -m pip install -q --no-index --no-deps --no-compile --upgrade --target "$LITELLM_SITE" \
     "${wheels[@]}"
@@ -451,7 +467,9 @@ EOF
 run_chat_levels() {
   local label="$1" url="$2" out="$3" first="$4"
   shift 4
-  bounded "${NS[@]}" loadgen --levels "$CHAT_LEVELS" --first-index "$first" -- --url "$url" \
+  local watch=()
+  [ "${WATCH:-1}" = 0 ] || watch=(--watch "$RESULTS/watch.jsonl" --state "$STATE")
+  bounded "${NS[@]}" loadgen --levels "$CHAT_LEVELS" --first-index "$first" "${watch[@]}" -- --url "$url" \
     --model "${CHAT_NAME:-chat}" --label "$label" --warmup 1 --max-tokens "$CHAT_MAX_TOKENS" \
     --processes "$CHAT_PROCESSES" --out "$out" "$@"
 }
@@ -580,7 +598,7 @@ phase_multigpu() {
     ns stop --state "$STATE" >/dev/null
     sel+=(--setup "$name direct" --setup "$name via proxy")
   done
-  [ "${#sel[@]}" -eq 0 ] || ns table "$out" "${sel[@]}"
+  [ "${#sel[@]}" -eq 0 ] || ns table "$out" "$RESULTS/watch.jsonl" "${sel[@]}"
 }
 
 phase_embed() {
@@ -625,24 +643,29 @@ phase_proxy() {
   # Variants NAME=CONFIG_DIR (default: project=$BENCH_CONFIG). Direct runs share their clients
   # over all of the variant's engines of the kind (loadgen --url A,B,...), so a config with
   # several engines is compared with the proxy that balances them.
-  local specs=("$@") spec name dir cfg endpoints key kind levels batch parts="${PROXY_PARTS:-chat embed}"
+  local specs=("$@") spec name rest dir gpus cfg endpoints key kind levels batch parts="${PROXY_PARTS:-chat embed}"
   local chat_url chat_name chat_alias embed_url embed_name embed_alias proxy_url sel=()
   [ "${#specs[@]}" -gt 0 ] || specs=("project=$CONFIG_SRC")
   mkdir -p "$RESULTS"
   local chat_out="$RESULTS/chat-proxy.jsonl" embed_out="$RESULTS/embed.jsonl"
   for spec in "${specs[@]}"; do
-    name="${spec%%=*}" dir="${spec#*=}"
+    name="${spec%%=*}" rest="${spec#*=}" gpus=""
+    dir="${rest%%:*}"
+    [[ "$rest" == *:* ]] && gpus="${rest#*:}"
     have_time 150 "proxy variant '$name'" || break
-    stack_up "$name" "$dir" "" || return 1
+    stack_up "$name" "$dir" "$gpus" || return 1
     echo "$endpoints" >&2
     if [[ " $parts " == *" chat "* ]]; then
       template_check "${chat_url%%,*}" >&2
       # Distinct request numbers for the proxy runs: the same engine serves both, and a
       # repeated prompt would be answered from its prompt cache.
-      CHAT_NAME="$chat_name" run_chat_levels "$name direct" "$chat_url" "$chat_out" 0 || true
+      if [ "${PROXY_DIRECT:-1}" = 1 ]; then
+        CHAT_NAME="$chat_name" run_chat_levels "$name direct" "$chat_url" "$chat_out" 0 || true
+        sel+=(--setup "$name direct")
+      fi
       CHAT_NAME="$chat_alias" run_chat_levels "$name via proxy" "$proxy_url" "$chat_out" 500000 \
         --api-key "$key" || true
-      sel+=(--setup "$name direct" --setup "$name via proxy")
+      sel+=(--setup "$name via proxy")
     fi
     if [[ " $parts " == *" embed "* ]]; then
       for kind in single batch; do
@@ -659,7 +682,7 @@ phase_proxy() {
     fi
     ns stop --state "$STATE" >/dev/null
   done
-  [ "${#sel[@]}" -eq 0 ] || ns table "$chat_out" "$embed_out" "${sel[@]}"
+  [ "${#sel[@]}" -eq 0 ] || ns table "$chat_out" "$embed_out" "$RESULTS/watch.jsonl" "${sel[@]}"
 }
 
 main() {

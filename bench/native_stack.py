@@ -18,7 +18,9 @@ Subcommands (standard library only, Python 3.11+):
 - ``stop``: stops every process recorded in the state file (each is its own process group).
 - ``args``: print the command line ``serve`` would run (for logs and checks).
 - ``loadgen``: bench/loadgen.py once per level with its own request count
-  (``--levels 1:4,8:32,32:64``), request numbers never repeating across levels.
+  (``--levels 1:4,8:32,32:64``), request numbers never repeating across levels; ``--watch``
+  also records, per level, the CPU of every started process (LiteLLM's workers each), the
+  client connections each worker holds and the GPUs' utilisation.
 - ``table``: a compact table of loadgen result rows (JSON Lines).
 """
 
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import json
 import os
 import shlex
@@ -33,6 +36,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -310,6 +314,69 @@ def format_rows(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def summarize_watch(samples: list[dict[str, Any]], clk_tck: int) -> dict[str, Any]:
+    """What a stack did while one load level ran, from StackWatch's samples.
+
+    Each sample: ``t`` (monotonic s), ``ticks`` (name -> CPU ticks), ``host`` ([busy, all]
+    ticks of /proc/stat), optional ``conns`` (LiteLLM worker name -> client connections) and
+    ``gpu`` (utilisation % per GPU). Per process: CPU seconds, mean and peak % of one core
+    (peak over the sampling intervals: a single-threaded worker near 100 % is saturated).
+    """
+    if len(samples) < 2:
+        return {"samples": len(samples)}
+    first, last = samples[0], samples[-1]
+    wall = last["t"] - first["t"]
+    processes: dict[str, Any] = {}
+    for name in last["ticks"]:
+        if name not in first["ticks"]:
+            continue
+        steps = [
+            100 * (b["ticks"][name] - a["ticks"][name]) / clk_tck / (b["t"] - a["t"])
+            for a, b in itertools.pairwise(samples)
+            if name in a["ticks"] and name in b["ticks"] and b["t"] > a["t"]
+        ]
+        cpu_s = (last["ticks"][name] - first["ticks"][name]) / clk_tck
+        processes[name] = {
+            "cpu_s": round(cpu_s, 2),
+            "mean_pct": round(100 * cpu_s / wall, 1),
+            "peak_pct": round(max(steps), 1) if steps else None,
+        }
+    summary: dict[str, Any] = {"samples": len(samples), "wall_s": round(wall, 2)}
+    summary["processes"] = processes
+    busy = last["host"][0] - first["host"][0]
+    summary["host_busy_cores"] = round(busy / clk_tck / wall, 2)
+    conns = [s["conns"] for s in samples if s.get("conns")]
+    if conns:
+        # The sample with the most connections open: every client of the level connected.
+        fullest = max(conns, key=lambda c: sum(c.values()))
+        summary["conns_per_worker"] = dict(sorted(fullest.items()))
+    gpus = [s["gpu"] for s in samples if s.get("gpu")]
+    if gpus:
+        summary["gpu_util_mean_pct"] = [
+            round(sum(g[i] for g in gpus) / len(gpus), 1) for i in range(len(gpus[0]))
+        ]
+    return summary
+
+
+def format_watch(rows: list[dict[str, Any]]) -> str:
+    """One line per watched level: who used the CPU, connections per worker, GPU use."""
+    lines = []
+    for row in rows:
+        w = row["watch"]
+        procs = w.get("processes", {})
+        cpu = " ".join(
+            f"{name}={p['mean_pct']:.0f}/{p['peak_pct'] or 0:.0f}%" for name, p in procs.items()
+        )
+        conns = w.get("conns_per_worker")
+        lines.append(
+            f"{row['setup']} c{row['concurrency']}: cpu mean/peak {cpu}; host "
+            f"{w.get('host_busy_cores')} cores"
+            + (f"; conns {list(conns.values())}" if conns else "")
+            + (f"; gpu {w['gpu_util_mean_pct']}%" if w.get("gpu_util_mean_pct") else "")
+        )
+    return "\n".join(lines)
+
+
 # ---------------------------------------------------------------------------------------------
 # Processes
 # ---------------------------------------------------------------------------------------------
@@ -459,6 +526,145 @@ def port_busy(url: str) -> bool:
             return True
     except OSError:
         return False
+
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def children(pid: int) -> list[int]:
+    """Direct children of a process."""
+    out = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            parent = int(proc_stat(int(entry.name))[1])
+        except OSError:
+            continue
+        if parent == pid:
+            out.append(int(entry.name))
+    return sorted(out)
+
+
+def worker_pids(master: int) -> list[int]:
+    """uvicorn's worker processes (multiprocessing spawn children); the master with 1 worker."""
+    found = []
+    for pid in children(master):
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"spawn_main" in cmd:
+            found.append(pid)
+    return found or [master]
+
+
+def connections_by_pid(port: int, pids: Iterable[int]) -> dict[int, int]:
+    """Established TCP connections on a local port, counted per owning process among ``pids``.
+
+    Read from /proc (net/tcp, net/tcp6 and each process's socket fds): the GPU machine has no
+    ``ss``.
+    """
+    inodes: set[str] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError):
+            for line in Path(table).read_text().splitlines()[1:]:
+                fields = line.split()
+                # fields: sl, local "ADDR:PORT" (hex), remote, state (01: established), ..., inode
+                if fields[3] == "01" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                    inodes.add(fields[9])
+    counts: dict[int, int] = {}
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            for fd in Path(f"/proc/{pid}/fd").iterdir():
+                with contextlib.suppress(OSError):
+                    link = os.readlink(fd)
+                    if link.startswith("socket:[") and link[8:-1] in inodes:
+                        counts[pid] = counts.get(pid, 0) + 1
+    return counts
+
+
+def gpu_utilization() -> list[float]:
+    """Utilisation % of each GPU (nvidia-smi); empty without one."""
+    try:
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+        ).stdout
+        return [float(x) for x in out.split()]
+    except (OSError, subprocess.SubprocessError, ValueError):  # ValueError: "[N/A]"
+        return []
+
+
+def watched_processes(state: Path) -> tuple[dict[str, int], int | None]:
+    """Name -> pid of the state's running programs, LiteLLM's workers as litellm-wN; the port
+    LiteLLM listens on (None without it)."""
+    named: dict[str, int] = {}
+    port = None
+    for proc in load_state(state):
+        if not alive(proc["pid"], proc["marker"]):
+            continue
+        named[proc["name"]] = proc["pid"]
+        if proc["name"] == "litellm":
+            port = int(option_value(proc["cmd"], "--port") or 0) or None
+            workers = [pid for pid in worker_pids(proc["pid"]) if pid != proc["pid"]]
+            named.update({f"litellm-w{i}": pid for i, pid in enumerate(workers)})
+    return named, port
+
+
+class StackWatch:
+    """Samples a running stack while one load level runs (summarize_watch reads the samples).
+
+    Why: through the proxy, two GPUs delivered less than one (issue 8); whether a LiteLLM
+    worker is saturated, how the clients spread over workers and how busy the GPUs are tells
+    the proxy's limits from the engines'.
+    """
+
+    def __init__(self, state: Path, interval: float = 1.0) -> None:
+        self.processes, self.port = watched_processes(state)
+        self.interval = interval
+        self.samples: list[dict[str, Any]] = []
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _sample(self) -> dict[str, Any]:
+        ticks = {}
+        for name, pid in self.processes.items():
+            with contextlib.suppress(OSError):
+                ticks[name] = cpu_ticks(pid)
+        cpu = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        sample: dict[str, Any] = {
+            "t": time.monotonic(),
+            "ticks": ticks,
+            "host": [sum(cpu) - cpu[3] - cpu[4], sum(cpu)],  # idle and iowait are not busy
+        }
+        if self.port:
+            by_name = {pid: name for name, pid in self.processes.items()}
+            counts = connections_by_pid(self.port, self.processes.values())
+            sample["conns"] = {by_name.get(pid, str(pid)): n for pid, n in counts.items()}
+        sample["gpu"] = gpu_utilization()
+        return sample
+
+    def _run(self) -> None:
+        self.samples.append(self._sample())
+        while not self._done.wait(self.interval):
+            self.samples.append(self._sample())
+        self.samples.append(self._sample())
+
+    def __enter__(self) -> StackWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+        self._thread.join()
+
+    def summary(self) -> dict[str, Any]:
+        """The level's summary (after the with block)."""
+        return summarize_watch(self.samples, CLK_TCK)
 
 
 def _start_recorded(
@@ -647,7 +853,16 @@ def cmd_loadgen(args: argparse.Namespace) -> int:
             if requests:
                 argv += ["--requests", str(requests)]
             loadgen.run_level = shifted_run_level(original, offset)
-            status = max(status, loadgen.main(argv))
+            if args.watch:
+                with StackWatch(args.state) as watch:
+                    status = max(status, loadgen.main(argv))
+                row = {"setup": option_value(extra, "--label"), "concurrency": clients}
+                row["watch"] = watch.summary()
+                with args.watch.open("a", encoding="utf-8") as out:
+                    out.write(json.dumps(row) + "\n")
+                print(format_watch([row]), file=sys.stderr)
+            else:
+                status = max(status, loadgen.main(argv))
             warmup = int(option_value(extra, "--warmup") or 1)
             offset += max(requests or max(8, 4 * clients), warmup * clients)
     finally:
@@ -666,7 +881,11 @@ def cmd_table(args: argparse.Namespace) -> int:
                 row = json.loads(line)
                 if not args.setup or row.get("setup") in args.setup:
                     rows.append(row)
+    watched = [r for r in rows if "watch" in r]
+    rows = [r for r in rows if "watch" not in r]
     print(format_rows(rows) if rows else "(no rows)")
+    if watched:
+        print(format_watch(watched))
     return 0
 
 
@@ -727,6 +946,14 @@ def build_parser() -> argparse.ArgumentParser:
     lg = sub.add_parser("loadgen", help="loadgen.py with per-level request counts")
     lg.add_argument("--levels", default="1:4,8:32,32:64", help="CLIENTS[:REQUESTS],...")
     lg.add_argument("--first-index", type=int, default=0, help="first request number")
+    lg.add_argument(
+        "--watch",
+        type=Path,
+        metavar="FILE",
+        help="append per level: CPU of the state's processes, connections per LiteLLM worker, "
+        "GPU use (JSON Lines; `table` prints them)",
+    )
+    lg.add_argument("--state", type=Path, default=DEFAULT_STATE, help="process record (--watch)")
     lg.add_argument("extra", nargs=argparse.REMAINDER, help="-- loadgen.py options")
     lg.set_defaults(func=cmd_loadgen)
 

@@ -32,7 +32,6 @@ import argparse
 import copy
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -46,15 +45,16 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from native_stack import (  # the sibling script
+    CLK_TCK,
+    connections_by_pid,
     cpu_ticks,
     http_status,
     parse_env_file,
-    proc_stat,
     proxy_command,
+    worker_pids,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 # Setup name -> overrides: "env" (environment) and config sections merged into the config.
 SETUPS: dict[str, dict[str, dict[str, Any]]] = {
@@ -73,34 +73,6 @@ SETUPS: dict[str, dict[str, dict[str, Any]]] = {
         "router_settings": {"num_retries": 0},
     },
 }
-
-
-def children(pid: int) -> list[int]:
-    """Direct children of a process."""
-    out = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            parent = int(proc_stat(int(entry.name))[1])
-        except OSError:
-            continue
-        if parent == pid:
-            out.append(int(entry.name))
-    return sorted(out)
-
-
-def worker_pids(master: int) -> list[int]:
-    """uvicorn's worker processes (multiprocessing spawn children); the master with 1 worker."""
-    found = []
-    for pid in children(master):
-        try:
-            cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
-        except OSError:
-            continue
-        if b"spawn_main" in cmd:
-            found.append(pid)
-    return found or [master]
 
 
 def wait_http(url: str, timeout: float) -> None:
@@ -207,21 +179,6 @@ def loadgen(
     return row
 
 
-def connections_by_pid(port: int) -> dict[int, int]:
-    """Established connections on the proxy's port, counted per owning PID (ss -tnp)."""
-    out = subprocess.run(
-        ["ss", "-tnpH", "state", "established", f"( sport = :{port} )"],
-        capture_output=True,
-        text=True,
-        check=False,
-    ).stdout
-    counts: dict[int, int] = {}
-    for line in out.splitlines():
-        for pid in set(re.findall(r"pid=(\d+)", line)):
-            counts[int(pid)] = counts.get(int(pid), 0) + 1
-    return counts
-
-
 def spread(args: argparse.Namespace, url: str, workers: list[int], label: str) -> dict[str, Any]:
     """Connections per worker while --spread-clients clients stream (sampled every 0.5 s)."""
     samples: list[dict[int, int]] = []
@@ -229,7 +186,7 @@ def spread(args: argparse.Namespace, url: str, workers: list[int], label: str) -
 
     def sample() -> None:
         while not done.wait(0.5):
-            counts = connections_by_pid(args.proxy_port)
+            counts = connections_by_pid(args.proxy_port, workers)
             if sum(counts.values()) >= args.spread_clients:
                 samples.append(counts)
 

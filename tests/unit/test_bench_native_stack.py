@@ -8,8 +8,10 @@ requests) is checked here, and the process handling against a tiny fake server.
 from __future__ import annotations
 
 import json
+import os
 import socket
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -208,6 +210,67 @@ def test_loadgen_levels_never_repeat_a_prompt(monkeypatch):
     assert len(ranges) == 6  # a warm-up and a measured run per level
     assert len(numbers) == len(set(numbers)) == 4 + 32 + 64 + 1 + 8 + 32
     assert loadgen.run_level is fake_run_level  # restored
+
+
+def sample(t, ticks, host_busy, conns=None, gpu=None):
+    return {"t": t, "ticks": ticks, "host": [host_busy, 0], "conns": conns or {}, "gpu": gpu or []}
+
+
+def test_summarize_watch_reads_cpu_peaks_connections_and_gpus():
+    samples = [
+        sample(0.0, {"engine": 0, "litellm-w0": 0}, 0, {"litellm-w0": 1}, [50.0, 0.0]),
+        sample(1.0, {"engine": 100, "litellm-w0": 10}, 200, {"litellm-w0": 3, "litellm-w1": 2}),
+        sample(2.0, {"engine": 150, "litellm-w0": 100}, 400, {"litellm-w0": 2}, [70.0, 10.0]),
+    ]
+    summary = ns.summarize_watch(samples, clk_tck=100)
+    engine, worker = summary["processes"]["engine"], summary["processes"]["litellm-w0"]
+    assert (engine["cpu_s"], engine["mean_pct"], engine["peak_pct"]) == (1.5, 75.0, 100.0)
+    assert (worker["cpu_s"], worker["mean_pct"], worker["peak_pct"]) == (1.0, 50.0, 90.0)
+    assert summary["host_busy_cores"] == 2.0
+    assert summary["conns_per_worker"] == {"litellm-w0": 3, "litellm-w1": 2}  # the fullest
+    assert summary["gpu_util_mean_pct"] == [60.0, 5.0]
+    line = ns.format_watch([{"setup": "s", "concurrency": 4, "watch": summary}])
+    assert "litellm-w0=50/90%" in line
+
+
+def test_summarize_watch_needs_two_samples():
+    assert ns.summarize_watch([sample(0.0, {}, 0)], clk_tck=100) == {"samples": 1}
+
+
+def test_connections_by_pid_counts_the_server_side_of_a_port():
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    port = server.getsockname()[1]
+    clients = [socket.create_connection(("127.0.0.1", port)) for _ in range(2)]
+    accepted = [server.accept()[0] for _ in clients]
+    try:
+        me = os.getpid()
+        assert ns.connections_by_pid(port, [me]) == {me: 2}  # the clients' ports are others
+        assert ns.connections_by_pid(port, []) == {}
+    finally:
+        for sock in (*clients, *accepted, server):
+            sock.close()
+
+
+def test_loadgen_watch_records_each_level_of_the_started_processes(monkeypatch, tmp_path):
+    loadgen = load("loadgen", "bench/loadgen.py")
+    monkeypatch.setattr(loadgen, "main", lambda argv: time.sleep(0.3) or 0)
+    monkeypatch.setitem(sys.modules, "loadgen", loadgen)
+    state = tmp_path / "state.json"
+    ns.save_state(state, [{"name": "engine", "pid": os.getpid(), "marker": ""}])
+    out = tmp_path / "watch.jsonl"
+    watch = ["--watch", str(out), "--state", str(state)]
+    args = ns.build_parser().parse_args(
+        ["loadgen", "--levels", "1:4,8:32", *watch, "--", "--label", "replicas via proxy"]
+    )
+    assert ns.cmd_loadgen(args) == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [(r["setup"], r["concurrency"]) for r in rows] == [
+        ("replicas via proxy", 1),
+        ("replicas via proxy", 8),
+    ]
+    assert all(r["watch"]["samples"] >= 2 and "engine" in r["watch"]["processes"] for r in rows)
 
 
 def test_format_rows_shows_only_present_columns():

@@ -50,6 +50,8 @@ def test_default_models_render_a_valid_config():
         "custom_auth": "localai_auth.user_api_key_auth",
     }
     assert config["litellm_settings"]["drop_params"] is True
+    # Offline, a Hugging Face tokenizer load per streamed request stalls the proxy (BENCHMARKS.md).
+    assert config["litellm_settings"]["disable_hf_tokenizer_download"] is True
 
 
 def test_replicas_share_one_alias():
