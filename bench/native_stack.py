@@ -318,9 +318,11 @@ def summarize_watch(samples: list[dict[str, Any]], clk_tck: int) -> dict[str, An
     """What a stack did while one load level ran, from StackWatch's samples.
 
     Each sample: ``t`` (monotonic s), ``ticks`` (name -> CPU ticks), ``host`` ([busy, all]
-    ticks of /proc/stat), optional ``conns`` (LiteLLM worker name -> client connections) and
-    ``gpu`` (utilisation % per GPU). Per process: CPU seconds, mean and peak % of one core
-    (peak over the sampling intervals: a single-threaded worker near 100 % is saturated).
+    ticks of /proc/stat), optional ``conns`` (LiteLLM worker name -> client connections),
+    ``engines`` (name -> llama-server /metrics) and ``gpu`` (utilisation % per GPU). Per
+    process: CPU seconds, mean and peak % of one core (peak over the sampling intervals: a
+    single-threaded worker near 100 % is saturated). Per engine: llama_decode() calls per
+    second, the mean number of streams per call, the most requests it held at once.
     """
     if len(samples) < 2:
         return {"samples": len(samples)}
@@ -350,6 +352,28 @@ def summarize_watch(samples: list[dict[str, Any]], clk_tck: int) -> dict[str, An
         # The sample with the most connections open: every client of the level connected.
         fullest = max(conns, key=lambda c: sum(c.values()))
         summary["conns_per_worker"] = dict(sorted(fullest.items()))
+    engines = {}
+    for name in last.get("engines", {}):
+        seen = [s["engines"][name] for s in samples if s.get("engines", {}).get(name)]
+        if len(seen) < 2 or "n_decode_total" not in seen[0]:
+            continue
+        a, b = seen[0], seen[-1]
+        steps = b["n_decode_total"] - a["n_decode_total"]
+        # n_busy_slots_per_decode is a running mean: times the calls it is the running sum.
+        # (llama-server prints 6 significant digits: exact while the calls stay under 10^6.)
+        busy = (
+            b["n_busy_slots_per_decode"] * b["n_decode_total"]
+            - a["n_busy_slots_per_decode"] * a["n_decode_total"]
+        )
+        engines[name] = {
+            "decode_calls_per_s": round(steps / wall, 1),
+            "mean_batch": round(busy / steps, 1) if steps else None,
+            "requests_processing_max": max(m.get("requests_processing", 0) for m in seen),
+        }
+    if engines:
+        # Why: a slow stream through the proxy is either a slower step (fewer calls per second)
+        # or more streams per engine than the clients account for.
+        summary["engines"] = engines
     gpus = [s["gpu"] for s in samples if s.get("gpu")]
     if gpus:
         summary["gpu_util_mean_pct"] = [
@@ -368,11 +392,17 @@ def format_watch(rows: list[dict[str, Any]]) -> str:
             f"{name}={p['mean_pct']:.0f}/{p['peak_pct'] or 0:.0f}%" for name, p in procs.items()
         )
         conns = w.get("conns_per_worker")
+        engines = " ".join(
+            f"{name}={e['decode_calls_per_s']}/s x{e['mean_batch'] or '-'}"
+            f" (max {e['requests_processing_max']:.0f})"
+            for name, e in w.get("engines", {}).items()
+        )
         lines.append(
             f"{row['setup']} c{row['concurrency']}: cpu mean/peak {cpu}; host "
             f"{w.get('host_busy_cores')} cores"
             + (f"; conns {list(conns.values())}" if conns else "")
             + (f"; gpu {w['gpu_util_mean_pct']}%" if w.get("gpu_util_mean_pct") else "")
+            + (f"; decode calls, batch: {engines}" if engines else "")
         )
     return "\n".join(lines)
 
@@ -599,20 +629,46 @@ def gpu_utilization() -> list[float]:
         return []
 
 
-def watched_processes(state: Path) -> tuple[dict[str, int], int | None]:
+def watched_processes(state: Path) -> tuple[dict[str, int], int | None, dict[str, str]]:
     """Name -> pid of the state's running programs, LiteLLM's workers as litellm-wN; the port
-    LiteLLM listens on (None without it)."""
+    LiteLLM listens on (None without it); name -> /metrics URL of each llama-server."""
     named: dict[str, int] = {}
     port = None
+    metrics: dict[str, str] = {}
     for proc in load_state(state):
         if not alive(proc["pid"], proc["marker"]):
             continue
         named[proc["name"]] = proc["pid"]
+        cmd = proc.get("cmd", [])
         if proc["name"] == "litellm":
-            port = int(option_value(proc["cmd"], "--port") or 0) or None
+            port = int(option_value(cmd, "--port") or 0) or None
             workers = [pid for pid in worker_pids(proc["pid"]) if pid != proc["pid"]]
             named.update({f"litellm-w{i}": pid for i, pid in enumerate(workers)})
-    return named, port
+        elif option_value(cmd, "--port"):
+            host = option_value(cmd, "--host") or "127.0.0.1"
+            metrics[proc["name"]] = f"http://{host}:{option_value(cmd, '--port')}/metrics"
+    return named, port, metrics
+
+
+def parse_metrics(text: str) -> dict[str, float]:
+    """llama-server's Prometheus text (--metrics): ``llamacpp:NAME VALUE`` -> {NAME: VALUE}."""
+    values = {}
+    for line in text.splitlines():
+        if line.startswith("llamacpp:") and "{" not in line:
+            name, _, value = line[len("llamacpp:") :].partition(" ")
+            with contextlib.suppress(ValueError):
+                values[name] = float(value)
+    return values
+
+
+def engine_metrics(url: str) -> dict[str, float]:
+    """One engine's /metrics (empty when it does not answer)."""
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(url, timeout=2) as resp:
+            return parse_metrics(resp.read().decode())
+    except (OSError, ValueError):
+        return {}
 
 
 class StackWatch:
@@ -624,7 +680,7 @@ class StackWatch:
     """
 
     def __init__(self, state: Path, interval: float = 1.0) -> None:
-        self.processes, self.port = watched_processes(state)
+        self.processes, self.port, self.metrics = watched_processes(state)
         self.interval = interval
         self.samples: list[dict[str, Any]] = []
         self._done = threading.Event()
@@ -645,6 +701,7 @@ class StackWatch:
             by_name = {pid: name for name, pid in self.processes.items()}
             counts = connections_by_pid(self.port, self.processes.values())
             sample["conns"] = {by_name.get(pid, str(pid)): n for pid, n in counts.items()}
+        sample["engines"] = {name: engine_metrics(url) for name, url in self.metrics.items()}
         sample["gpu"] = gpu_utilization()
         return sample
 

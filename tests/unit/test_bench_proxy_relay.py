@@ -58,3 +58,12 @@ def test_merged_config_repeats_the_chat_deployment_per_upstream_and_merges_setti
     assert cfg["router_settings"] == {"routing_strategy": "simple-shuffle", "num_retries": 0}
     assert cfg["litellm_settings"] == {"num_retries": 0}
     assert RENDERED["model_list"][0]["litellm_params"]["api_base"].endswith(":8090/v1")
+
+
+def test_merged_config_chat_params_change_every_chat_deployment_only():
+    ups = ["http://127.0.0.1:18090/v1", "http://127.0.0.1:18091/v1"]
+    cfg = relay.merged_config(RENDERED, relay.SETUPS["hosted_vllm"], ups)
+    models = [m["litellm_params"]["model"] for m in cfg["model_list"]]
+    assert models == ["hosted_vllm/Llama-3-ELYZA-JP-8B"] * 2
+    assert "chat_params" not in cfg
+    assert RENDERED["model_list"][0]["litellm_params"]["model"].startswith("openai/")

@@ -50,7 +50,7 @@ def test_default_models_render_a_valid_config():
         "custom_auth": "localai_auth.user_api_key_auth",
     }
     assert config["litellm_settings"]["drop_params"] is True
-    # Offline, a Hugging Face tokenizer load per streamed request stalls the proxy (BENCHMARKS.md).
+    # Else a failing Hugging Face tokenizer load, and a WARNING, per streamed request.
     assert config["litellm_settings"]["disable_hf_tokenizer_download"] is True
 
 
