@@ -13,7 +13,7 @@ machine affects them alike:
 Rows (JSON Lines): ``direct`` (loadgen straight to the fake upstream), then for each setup and
 worker count: aggregate tok/s (bench/loadgen.py), CPU seconds and ms per chunk of each worker,
 of all workers together, of the master, and, with ``--spread-clients``, how many established
-client connections each worker PID held (``ss -tnp``) while that many clients were streaming.
+client connections each worker PID held (read from /proc) while that many clients were streaming.
 
 The proxy runs like bench/native_stack.py starts it (``python -m litellm.proxy.proxy_cli
 --config litellm.yaml --num_workers N`` from the config directory, stack.env's environment);
