@@ -1,4 +1,5 @@
-"""Shared testinfra fixtures: print the unit's journal when a test fails, so CI logs say why."""
+"""Testinfra fixtures of every scenario (pytest loads this for molecule/*/tests): print the unit's
+journal when a test fails, so CI logs say why."""
 
 from __future__ import annotations
 
