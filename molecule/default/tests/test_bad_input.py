@@ -23,12 +23,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from scenario import API_KEY, BASE_URL, PROJECT
 
-PROJECT = Path(os.environ.get("MOLECULE_PROJECT_DIRECTORY", Path(__file__).parents[3]))
 SCENARIO = PROJECT / "molecule" / "default"
 FIXTURES = PROJECT / ".cache" / "fixtures"
-BASE_URL = "http://127.0.0.1:28100/v1"
-API_KEY = "molecule-test-key-0123456789abcdef"
 PREFLIGHT_PLAY = "PLAY [Preflight checks (change nothing)]"
 STACK_PLAY = "PLAY [Provision the localai-llamacpp stack]"
 # Substituted in a case's vars and messages: a port a listener holds during the runs.

@@ -9,16 +9,11 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from pathlib import Path
 
 import openai
 import pytest
+from scenario import API_KEY, BASE_URL, CONTAINER, PROJECT
 
-# The target publishes the stack's port 28000 on the controller's loopback as 28100.
-BASE_URL = "http://127.0.0.1:28100/v1"
-API_KEY = "molecule-test-key-0123456789abcdef"
-CONTAINER = "localai-llamacpp"
-PROJECT = Path(os.environ.get("MOLECULE_PROJECT_DIRECTORY", Path(__file__).parents[3]))
 TEXTS = ["query: 夕飯はお肉です。", "The cat sits on the mat.", "GPUs serve models.", "晴れ"]
 
 

@@ -6,9 +6,9 @@ import subprocess
 import time
 
 import pytest
+from scenario import CONTAINER
 from test_bad_input import chat_serves, fixture_sha, run_site
 
-CONTAINER = "localai-llamacpp"
 MODEL = "/opt/localai-llamacpp/models/SmolLM2-135M-Instruct.Q4_1.gguf"
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import configparser
 import re
 
-CONTAINER = "localai-llamacpp"
-UNIT = "/etc/systemd/system/localai-llamacpp.service"
+from scenario import CONTAINER, UNIT
+
 PROGRAMS = {"llamacpp-chat", "llamacpp-embeddings", "litellm"}
 
 

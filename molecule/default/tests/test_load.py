@@ -12,7 +12,7 @@ import os
 import subprocess
 import sys
 
-from test_bad_input import API_KEY, PROJECT
+from scenario import API_KEY, PROJECT
 
 TARGET = "localai-default"
 

@@ -12,12 +12,11 @@ import shlex
 import subprocess
 
 import pytest
-from test_bad_input import API_KEY, PROJECT, recap_of, run_converge
+from scenario import API_KEY, CONTAINER, PROJECT, UNIT
+from test_bad_input import recap_of, run_converge
 
-CONTAINER = "localai-llamacpp"
 CONFIG_DIR = "/etc/localai-llamacpp"
 LOGS_DIR = "/var/log/localai-llamacpp"
-UNIT = "/etc/systemd/system/localai-llamacpp.service"
 REQUIREMENTS = PROJECT / "roles" / "stack_image" / "files" / "requirements-stack.txt"
 COMPROMISED_LITELLM = ("1.82.7", "1.82.8")
 
