@@ -549,6 +549,12 @@ litellm_ready() {
   fi
 }
 
+# parse_variant SPEC: NAME=CONFIG_DIR[:GPUS] into name, dir and gpus in the caller's scope.
+parse_variant() {
+  name="${1%%=*}" dir="${1#*=}" gpus=""
+  if [[ "$dir" == *:* ]]; then gpus="${dir#*:}" dir="${dir%%:*}"; fi
+}
+
 # stack_up NAME DIR GPUS: a rendered config copied to /tmp/bench-config-NAME, its engines and
 # LiteLLM started by native_stack.py (GPUS: CUDA_VISIBLE_DEVICES for the whole stack, 'all'
 # for every GPU, empty to keep the caller's). Sets cfg, key, endpoints and the variables of
@@ -577,12 +583,10 @@ stack_up() {
 phase_multigpu() {
   [ "$#" -gt 0 ] || { log "multigpu: name at least one NAME=CONFIG_DIR[:GPUS]"; return 1; }
   mkdir -p "$RESULTS"
-  local out="$RESULTS/multigpu.jsonl" spec name rest dir gpus cfg endpoints key sel=()
+  local out="$RESULTS/multigpu.jsonl" spec name dir gpus cfg endpoints key sel=()
   local chat_url chat_name chat_alias embed_url embed_name embed_alias proxy_url
   for spec in "$@"; do
-    name="${spec%%=*}" rest="${spec#*=}" gpus=""
-    dir="${rest%%:*}"
-    [[ "$rest" == *:* ]] && gpus="${rest#*:}"
+    parse_variant "$spec"
     have_time 150 "multigpu variant '$name'" || break
     rm -f "$LOGS"/*.log  # the variant's own engine logs are summarised below
     stack_up "$name" "$dir" "${gpus:-all}" || return 1
@@ -643,15 +647,13 @@ phase_proxy() {
   # Variants NAME=CONFIG_DIR (default: project=$BENCH_CONFIG). Direct runs share their clients
   # over all of the variant's engines of the kind (loadgen --url A,B,...), so a config with
   # several engines is compared with the proxy that balances them.
-  local specs=("$@") spec name rest dir gpus cfg endpoints key kind levels batch parts="${PROXY_PARTS:-chat embed}"
+  local specs=("$@") spec name dir gpus cfg endpoints key kind levels batch parts="${PROXY_PARTS:-chat embed}"
   local chat_url chat_name chat_alias embed_url embed_name embed_alias proxy_url sel=()
   [ "${#specs[@]}" -gt 0 ] || specs=("project=$CONFIG_SRC")
   mkdir -p "$RESULTS"
   local chat_out="$RESULTS/chat-proxy.jsonl" embed_out="$RESULTS/embed.jsonl"
   for spec in "${specs[@]}"; do
-    name="${spec%%=*}" rest="${spec#*=}" gpus=""
-    dir="${rest%%:*}"
-    [[ "$rest" == *:* ]] && gpus="${rest#*:}"
+    parse_variant "$spec"
     have_time 150 "proxy variant '$name'" || break
     stack_up "$name" "$dir" "$gpus" || return 1
     echo "$endpoints" >&2

@@ -679,8 +679,17 @@ class StackWatch:
     the proxy's limits from the engines'.
     """
 
-    def __init__(self, state: Path, interval: float = 1.0) -> None:
-        self.processes, self.port, self.metrics = watched_processes(state)
+    def __init__(
+        self,
+        processes: dict[str, int],
+        port: int | None = None,
+        metrics: dict[str, str] | None = None,
+        interval: float = 1.0,
+    ) -> None:
+        """``processes``: name -> pid; ``port``: count client connections there per process;
+        ``metrics``: name -> an engine's /metrics URL."""
+        self.processes, self.port, self.metrics = processes, port, metrics or {}
+        self._names = {pid: name for name, pid in processes.items()}
         self.interval = interval
         self.samples: list[dict[str, Any]] = []
         self._done = threading.Event()
@@ -698,9 +707,8 @@ class StackWatch:
             "host": [sum(cpu) - cpu[3] - cpu[4], sum(cpu)],  # idle and iowait are not busy
         }
         if self.port:
-            by_name = {pid: name for name, pid in self.processes.items()}
             counts = connections_by_pid(self.port, self.processes.values())
-            sample["conns"] = {by_name.get(pid, str(pid)): n for pid, n in counts.items()}
+            sample["conns"] = {self._names[pid]: n for pid, n in counts.items()}
         sample["engines"] = {name: engine_metrics(url) for name, url in self.metrics.items()}
         sample["gpu"] = gpu_utilization()
         return sample
@@ -718,6 +726,11 @@ class StackWatch:
     def __exit__(self, *exc: object) -> None:
         self._done.set()
         self._thread.join()
+
+    @classmethod
+    def of_state(cls, state: Path) -> StackWatch:
+        """A watch of what start/serve recorded in the state file."""
+        return cls(*watched_processes(state))
 
     def summary(self) -> dict[str, Any]:
         """The level's summary (after the with block)."""
@@ -910,16 +923,15 @@ def cmd_loadgen(args: argparse.Namespace) -> int:
             if requests:
                 argv += ["--requests", str(requests)]
             loadgen.run_level = shifted_run_level(original, offset)
-            if args.watch:
-                with StackWatch(args.state) as watch:
-                    status = max(status, loadgen.main(argv))
+            watch = StackWatch.of_state(args.state) if args.watch else None
+            with watch or contextlib.nullcontext():
+                status = max(status, loadgen.main(argv))
+            if watch:
                 row = {"setup": option_value(extra, "--label"), "concurrency": clients}
                 row["watch"] = watch.summary()
                 with args.watch.open("a", encoding="utf-8") as out:
                     out.write(json.dumps(row) + "\n")
                 print(format_watch([row]), file=sys.stderr)
-            else:
-                status = max(status, loadgen.main(argv))
             warmup = int(option_value(extra, "--warmup") or 1)
             offset += max(requests or max(8, 4 * clients), warmup * clients)
     finally:

@@ -36,7 +36,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -46,7 +45,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from native_stack import (  # the sibling script
     CLK_TCK,
-    connections_by_pid,
+    StackWatch,
     cpu_ticks,
     http_status,
     parse_env_file,
@@ -186,36 +185,25 @@ def loadgen(
 
 def spread(args: argparse.Namespace, url: str, workers: list[int], label: str) -> dict[str, Any]:
     """Connections per worker while --spread-clients clients stream (sampled every 0.5 s)."""
-    samples: list[dict[int, int]] = []
-    done = threading.Event()
-
-    def sample() -> None:
-        while not done.wait(0.5):
-            counts = connections_by_pid(args.proxy_port, workers)
-            if sum(counts.values()) >= args.spread_clients:
-                samples.append(counts)
-
-    thread = threading.Thread(target=sample, daemon=True)
-    cpu0 = {pid: cpu_ticks(pid) for pid in workers}
-    thread.start()
-    n = args.spread_clients * args.spread_rounds
-    row = loadgen(args, url, args.spread_clients, n, label)
-    done.set()
-    thread.join()
-    cpu = {pid: (cpu_ticks(pid) - cpu0[pid]) / CLK_TCK for pid in workers}
-    last = samples[len(samples) // 2] if samples else {}
+    names = [f"w{i}" for i in range(len(workers))]
+    with StackWatch(dict(zip(names, workers, strict=True)), args.proxy_port, interval=0.5) as watch:
+        n = args.spread_clients * args.spread_rounds
+        row = loadgen(args, url, args.spread_clients, n, label)
+    begin, end = watch.samples[0], watch.samples[-1]
+    cpu = [(end["ticks"][w] - begin["ticks"][w]) / CLK_TCK for w in names]
+    samples = [s["conns"] for s in watch.samples if sum(s["conns"].values()) >= args.spread_clients]
+    middle = samples[len(samples) // 2] if samples else {}
     return {
         "spread_clients": args.spread_clients,
         "spread_tok_s": row.get("aggregate_tok_s"),
         "spread_samples": len(samples),
-        "spread_conns_per_worker": [last.get(pid, 0) for pid in workers],
+        "spread_conns_per_worker": [middle.get(w, 0) for w in names],
         "spread_conns_min_max_over_samples": [
-            [min(s.get(pid, 0) for s in samples), max(s.get(pid, 0) for s in samples)]
-            for pid in workers
+            [min(s.get(w, 0) for s in samples), max(s.get(w, 0) for s in samples)] for w in names
         ]
         if samples
         else [],
-        "spread_cpu_s_per_worker": [round(cpu[pid], 2) for pid in workers],
+        "spread_cpu_s_per_worker": [round(c, 2) for c in cpu],
     }
 
 
