@@ -369,6 +369,10 @@ def summarize_watch(samples: list[dict[str, Any]], clk_tck: int) -> dict[str, An
             "decode_calls_per_s": round(steps / wall, 1),
             "mean_batch": round(busy / steps, 1) if steps else None,
             "requests_processing_max": max(m.get("requests_processing", 0) for m in seen),
+            # Against the clients' own token count: tokens an engine made that no client got.
+            "tokens_predicted": round(
+                b.get("tokens_predicted_total", 0) - a.get("tokens_predicted_total", 0)
+            ),
         }
     if engines:
         # Why: a slow stream through the proxy is either a slower step (fewer calls per second)
@@ -394,7 +398,7 @@ def format_watch(rows: list[dict[str, Any]]) -> str:
         conns = w.get("conns_per_worker")
         engines = " ".join(
             f"{name}={e['decode_calls_per_s']}/s x{e['mean_batch'] or '-'}"
-            f" (max {e['requests_processing_max']:.0f})"
+            f" (max {e['requests_processing_max']:.0f}, {e.get('tokens_predicted', 0)} tok)"
             for name, e in w.get("engines", {}).items()
         )
         lines.append(

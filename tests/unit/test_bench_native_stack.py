@@ -234,24 +234,30 @@ def test_summarize_watch_reads_cpu_peaks_connections_and_gpus():
 
 
 def test_summarize_watch_reads_each_engines_decode_calls_and_batch():
-    def metrics(calls, per_call, processing):
+    def metrics(calls, per_call, processing, predicted):
         text = (
             "# HELP llamacpp:n_decode_total Total number of llama_decode() calls\n"
             f"llamacpp:n_decode_total {calls}\n"
             f"llamacpp:n_busy_slots_per_decode {per_call}\n"
             f"llamacpp:requests_processing {processing}\n"
+            f"llamacpp:tokens_predicted_total {predicted}\n"
             'llamacpp:spec_decode_num_accepted_tokens_per_pos_total{position="0"} 1\n'
         )
         return ns.parse_metrics(text)
 
     samples = [
-        dict(sample(0.0, {}, 0), engines={"chat-0": metrics(100, 2.0, 4)}),
-        dict(sample(1.0, {}, 0), engines={"chat-0": metrics(150, 4.0, 9)}),
-        dict(sample(2.0, {}, 0), engines={"chat-0": metrics(200, 5.0, 8)}),
+        dict(sample(0.0, {}, 0), engines={"chat-0": metrics(100, 2.0, 4, 30)}),
+        dict(sample(1.0, {}, 0), engines={"chat-0": metrics(150, 4.0, 9, 500)}),
+        dict(sample(2.0, {}, 0), engines={"chat-0": metrics(200, 5.0, 8, 830)}),
     ]
     engine = ns.summarize_watch(samples, clk_tck=100)["engines"]["chat-0"]
     # 100 calls in 2 s; busy slots 200 -> 1000: 8 streams per call on average
-    assert engine == {"decode_calls_per_s": 50.0, "mean_batch": 8.0, "requests_processing_max": 9}
+    assert engine == {
+        "decode_calls_per_s": 50.0,
+        "mean_batch": 8.0,
+        "requests_processing_max": 9,
+        "tokens_predicted": 800,
+    }
 
 
 def test_summarize_watch_needs_two_samples():
