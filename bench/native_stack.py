@@ -32,6 +32,7 @@ import itertools
 import json
 import os
 import shlex
+import shutil
 import signal
 import socket
 import subprocess
@@ -694,6 +695,8 @@ class StackWatch:
         ``metrics``: name -> an engine's /metrics URL."""
         self.processes, self.port, self.metrics = processes, port, metrics or {}
         self._names = {pid: name for name, pid in processes.items()}
+        # Looked up once: without a GPU, no nvidia-smi call per sample.
+        self._gpus = shutil.which("nvidia-smi") is not None
         self.interval = interval
         self.samples: list[dict[str, Any]] = []
         self._done = threading.Event()
@@ -714,7 +717,8 @@ class StackWatch:
             counts = connections_by_pid(self.port, self.processes.values())
             sample["conns"] = {self._names[pid]: n for pid, n in counts.items()}
         sample["engines"] = {name: engine_metrics(url) for name, url in self.metrics.items()}
-        sample["gpu"] = gpu_utilization()
+        if self._gpus:
+            sample["gpu"] = gpu_utilization()
         return sample
 
     def _run(self) -> None:

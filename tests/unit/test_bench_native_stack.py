@@ -339,3 +339,13 @@ def test_serve_and_stop_a_fake_server(tmp_path):
     assert ns.main(["stop", "--state", str(state), "--grace", "5"]) == 0
     assert not ns.alive(procs[0]["pid"], procs[0]["marker"])
     assert json.loads(state.read_text())["processes"] == []
+
+
+def test_stack_watch_asks_no_gpu_where_there_is_no_nvidia_smi(monkeypatch):
+    monkeypatch.setattr(ns.shutil, "which", lambda name: None)
+    monkeypatch.setattr(ns, "gpu_utilization", lambda: pytest.fail("nvidia-smi asked"))
+    with ns.StackWatch({"self": os.getpid()}, interval=0.05) as watch:
+        time.sleep(0.12)
+    assert len(watch.samples) >= 2
+    assert all("gpu" not in s for s in watch.samples)
+    assert "gpu_util_mean_pct" not in watch.summary()

@@ -5,9 +5,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import yaml
+
 PROJECT = Path(os.environ.get("MOLECULE_PROJECT_DIRECTORY", Path(__file__).parents[3]))
 # The target publishes the stack's port 28000 on the controller's loopback as 28100.
 BASE_URL = "http://127.0.0.1:28100/v1"
-API_KEY = "molecule-test-key-0123456789abcdef"  # host_vars/localai-default.yml
+# The test overrides every molecule target gets (its host_vars link to them).
+TEST_VARS = yaml.safe_load((PROJECT / "molecule/shared/vars/airgap-test.yml").read_text())
+API_KEY = TEST_VARS["litellm_config_master_key"]
 CONTAINER = "localai-llamacpp"
 UNIT = "/etc/systemd/system/localai-llamacpp.service"

@@ -8,6 +8,7 @@ the module costs about as much as a few playbook runs, not one per case.
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import re
@@ -23,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from scenario import API_KEY, BASE_URL, PROJECT
+from scenario import API_KEY, BASE_URL, PROJECT, TEST_VARS
 
 SCENARIO = PROJECT / "molecule" / "default"
 FIXTURES = PROJECT / ".cache" / "fixtures"
@@ -42,38 +43,12 @@ def fixture_sha(name: str) -> str:
 
 
 def fixture_models() -> list[dict[str, Any]]:
-    """The model list of host_vars/localai-default.yml, with its lookups resolved."""
-    chat_file, embed_file = "SmolLM2-135M-Instruct.Q4_1.gguf", "all-MiniLM-L6-v2-f16.gguf"
-    return [
-        {
-            "name": "SmolLM2-135M-Instruct",
-            "alias": "gpt-3.5-turbo",
-            "kind": "chat",
-            "file": chat_file,
-            "src": str(FIXTURES / chat_file),
-            "sha256": fixture_sha(chat_file),
-            "ctx_size": 2048,
-            "parallel": 2,
-            "prompt_tokens": 512,
-            "max_tokens": 256,
-            "flash_attn": "auto",
-            "n_gpu_layers": 0,
-        },
-        {
-            "name": "all-MiniLM-L6-v2",
-            "alias": "text-embedding-ada-002",
-            "kind": "embedding",
-            "file": embed_file,
-            "src": str(FIXTURES / embed_file),
-            "sha256": fixture_sha(embed_file),
-            "ctx_size": 1024,
-            "parallel": 2,
-            "prompt_tokens": 512,
-            "pooling": "mean",
-            "flash_attn": "auto",
-            "n_gpu_layers": 0,
-        },
-    ]
+    """The deployed model list (molecule/shared/vars/airgap-test.yml) with its lookups resolved."""
+    models = copy.deepcopy(TEST_VARS["localai_models"])
+    for model in models:
+        model["src"] = str(FIXTURES / model["file"])
+        model["sha256"] = fixture_sha(model["file"])
+    return models
 
 
 def models_with(index: int, change: dict[str, Any], drop: tuple[str, ...] = ()) -> list[dict]:

@@ -10,13 +10,21 @@ from __future__ import annotations
 import json
 import subprocess
 import time
+from pathlib import Path
 
 import httpx
 import pytest
+import yaml
 
 GATEWAY = "http://127.0.0.1:28200/v1"
-CLIENT_KEY = "molecule-test-key-0123456789abcdef"
-ENGINE_KEY = "molecule-fleet-engine-key-0123456789"
+# The keys the scenario deploys, read from the vars its hosts link to (one place to change them).
+MOLECULE = Path(__file__).parents[2]
+CLIENT_KEY = yaml.safe_load((MOLECULE / "shared/vars/airgap-test.yml").read_text())[
+    "litellm_config_master_key"
+]
+ENGINE_KEY = yaml.safe_load((MOLECULE / "fleet/vars/fleet-test.yml").read_text())[
+    "localai_fleet_engine_api_key"
+]
 NODES = {"localai-fleet-node1": (8090, 8091), "localai-fleet-node2": (8090,)}
 GATEWAY_HOST = "localai-fleet-gateway"
 
