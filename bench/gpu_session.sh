@@ -27,7 +27,8 @@
 #                       the proxy at MULTI_LEVELS -> multigpu.jsonl. VARIANT: NAME=CONFIG_DIR
 #                       [:GPUS] (GPUS: CUDA_VISIBLE_DEVICES for the whole stack, e.g. 0)
 #   embed SETUP...      embeddings direct to the plan's embedding engine with overrides, single
-#                       documents at EMBED_LEVELS and batches at EMBED_BATCH_LEVELS
+#                       documents at EMBED_LEVELS and batches at EMBED_BATCH_LEVELS, and the
+#                       GPU memory the engine then holds
 #                       -> embed-direct.jsonl. SETUP: NAME or NAME=FLAGS
 #   direct SETUP...     chat at 1/8/32 clients against one llama-server per setup
 #                       -> chat-direct.jsonl. SETUP: server-defaults | seed | project |
@@ -633,9 +634,16 @@ phase_embed() {
     bounded "${NS[@]}" loadgen --levels "$EMBED_BATCH_LEVELS" -- --mode embeddings --url "$url" \
       --model embedding --batch "$EMBED_BATCH" --processes "$EMBED_PROCESSES" \
       --label "$name b$EMBED_BATCH" --out "$out" || true
+    # What the engine holds on its GPU after those loads (the models' gpu_memory_gb estimate).
+    local pid gpu_mib
+    pid=$("$PY" -c 'import json,sys; print(json.loads(sys.argv[1])["pid"])' "$served")
+    gpu_mib=$(nvidia-smi --query-compute-apps=pid,used_memory --format=csv,noheader,nounits \
+      2>/dev/null | awk -F', *' -v pid="$pid" '$1 == pid {print $2}')
+    log "embed: '$name' holds ${gpu_mib:-?} MiB of GPU memory after its loads"
     ns stop --state "$STATE" >/dev/null
     {
       echo "=== $name: $(sed -n 's/^=== native_stack: //p' "$LOGS/$name.log" | tail -1)"
+      echo "GPU memory after the loads (nvidia-smi --query-compute-apps): ${gpu_mib:-?} MiB"
       grep -E 'n_ctx_seq|n_slots|n_ubatch|flash_attn|CUDA0 compute buffer' "$LOGS/$name.log" | head -8
     } >>"$RESULTS/server-logs.txt"
     sel+=(--setup "$name b1" --setup "$name b$EMBED_BATCH")

@@ -880,7 +880,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         )
     except (RuntimeError, ValueError, OSError) as err:
         return _fail_and_stop(args.state, err)
-    print(json.dumps({"name": args.name, "url": url, "cmd": cmd, "ready_s": proc["ready_s"]}))
+    served = {"name": args.name, "url": url, "pid": proc["pid"], "cmd": cmd}
+    print(json.dumps({**served, "ready_s": proc["ready_s"]}))
     return 0
 
 
