@@ -608,6 +608,9 @@ phase_multigpu() {
 
 phase_embed() {
   local setups=("$@") spec name flags served url rc out="$RESULTS/embed-direct.jsonl" sel=()
+  # The stack pins its embedding engine to the first GPU; unpinned, llama-server spreads the
+  # model over every GPU it sees (and a CUDA context on each).
+  export CUDA_VISIBLE_DEVICES="${CUDA_VISIBLE_DEVICES-0}"
   [ "${#setups[@]}" -gt 0 ] || setups=(project)
   copy_config
   mkdir -p "$RESULTS"
@@ -638,7 +641,7 @@ phase_embed() {
     local pid gpu_mib
     pid=$("$PY" -c 'import json,sys; print(json.loads(sys.argv[1])["pid"])' "$served")
     gpu_mib=$(nvidia-smi --query-compute-apps=pid,used_memory --format=csv,noheader,nounits \
-      2>/dev/null | awk -F', *' -v pid="$pid" '$1 == pid {print $2}')
+      2>/dev/null | awk -F', *' -v pid="$pid" '$1 == pid {s += $2; n++} END {if (n) print s}')
     log "embed: '$name' holds ${gpu_mib:-?} MiB of GPU memory after its loads"
     ns stop --state "$STATE" >/dev/null
     {
