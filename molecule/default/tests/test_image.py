@@ -58,6 +58,18 @@ def test_supervisor_runs_the_three_programs(host):
     assert running >= PROGRAMS, status.stdout
 
 
+def test_litellm_workers_are_not_replaced_for_a_slow_health_answer(host):
+    """uvicorn kills a worker that answers its health ping later than 5 s (its default), which
+    a CPU-starved worker under load does: the running proxy is given 60 s."""
+    pid = host.check_output(f"docker exec {CONTAINER} supervisorctl pid litellm")
+    cmd = host.check_output(f"docker exec {CONTAINER} cat /proc/{pid}/cmdline").split("\x00")
+    workers = int(cmd[cmd.index("--num_workers") + 1])  # one per core, up to 4
+    if workers > 1:
+        assert cmd[cmd.index("--timeout_worker_healthcheck") + 1] == "60", cmd
+    else:  # one worker: no supervisor to ping it
+        assert "--timeout_worker_healthcheck" not in cmd, cmd
+
+
 def test_every_log_is_bounded_by_configuration(host):
     """Each supervised program logs to its own file in /logs with a size limit and backups."""
     conf = configparser.RawConfigParser()
