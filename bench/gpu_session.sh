@@ -630,7 +630,9 @@ phase_embed() {
       { echo "=== $name (failed to start)"; tail -n 30 "$LOGS/$name.log"; } >>"$RESULTS/server-logs.txt"
       continue
     fi
-    url=$("$PY" -c 'import json,sys; print(json.loads(sys.argv[1])["url"])' "$served")
+    local pid gpu_mib
+    read -r url pid < <("$PY" -c 'import json,sys; d = json.loads(sys.argv[1])
+print(d["url"], d["pid"])' "$served")
     log "embed: '$name' on $url: $(sed -n 's/^=== native_stack: //p' "$LOGS/$name.log" | tail -1)"
     bounded "${NS[@]}" loadgen --levels "$EMBED_LEVELS" -- --mode embeddings --url "$url" \
       --model embedding --batch 1 --processes "$EMBED_PROCESSES" --label "$name b1" --out "$out" || true
@@ -638,8 +640,6 @@ phase_embed() {
       --model embedding --batch "$EMBED_BATCH" --processes "$EMBED_PROCESSES" \
       --label "$name b$EMBED_BATCH" --out "$out" || true
     # What the engine holds on its GPU after those loads (the models' gpu_memory_gb estimate).
-    local pid gpu_mib
-    pid=$("$PY" -c 'import json,sys; print(json.loads(sys.argv[1])["pid"])' "$served")
     gpu_mib=$(nvidia-smi --query-compute-apps=pid,used_memory --format=csv,noheader,nounits \
       2>/dev/null | awk -F', *' -v pid="$pid" '$1 == pid {s += $2; n++} END {if (n) print s}')
     log "embed: '$name' holds ${gpu_mib:-?} MiB of GPU memory after its loads"

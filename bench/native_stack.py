@@ -880,8 +880,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
         )
     except (RuntimeError, ValueError, OSError) as err:
         return _fail_and_stop(args.state, err)
-    served = {"name": args.name, "url": url, "pid": proc["pid"], "cmd": cmd}
-    print(json.dumps({**served, "ready_s": proc["ready_s"]}))
+    ready_s = proc["ready_s"]
+    print(
+        json.dumps(
+            {"name": args.name, "url": url, "pid": proc["pid"], "cmd": cmd, "ready_s": ready_s}
+        )
+    )
     return 0
 
 
