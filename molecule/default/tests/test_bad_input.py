@@ -130,6 +130,11 @@ CASES: list[tuple[str, dict[str, Any], list[str]]] = [
         ["stack_service_bind_address (an IPv4 address such as 0.0.0.0", "got 'not-an-ip'"],
     ),
     (
+        "no-proxy-workers",
+        {"stack_service_litellm_workers": 0},
+        ["stack_service_litellm_workers is '0'", "fix: set it to a whole number of 1 or more"],
+    ),
+    (
         "unknown-gpu-layout",
         {"localai_gpu_layout": "bogus"},
         ["localai_gpu_layout is 'bogus'", "fix: one of auto, replicas, split, single"],
