@@ -12,6 +12,9 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
+import jinja2
+import yaml
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -23,3 +26,21 @@ def load(name: str, relative_path: str) -> ModuleType:
     sys.modules[name] = module
     spec.loader.exec_module(module)
     return module
+
+
+def default_models(gpu_mode: str = "gpu") -> list[dict]:
+    """The default model list (`localai_models` in group_vars/all.yml), as Ansible templates it.
+
+    The one place the defaults are named; string values that are Jinja expressions are rendered
+    with `localai_gpu_mode` set, and all-digit results become ints, as Ansible's native types do.
+    """
+    models = yaml.safe_load((REPO / "group_vars/all.yml").read_text())["localai_models"]
+    env = jinja2.Environment()
+
+    def render(value: object) -> object:
+        if isinstance(value, str) and "{{" in value:
+            value = env.from_string(value).render(localai_gpu_mode=gpu_mode)
+            return int(value) if value.isdigit() else value
+        return value
+
+    return [{key: render(value) for key, value in entry.items()} for entry in models]

@@ -8,7 +8,7 @@ from pathlib import Path
 import jinja2
 import pytest
 import yaml
-from project import load
+from project import default_models, load
 
 ROOT = Path(__file__).resolve().parents[2]
 ROLE = ROOT / "roles" / "litellm_config"
@@ -17,7 +17,6 @@ ROLE = ROOT / "roles" / "litellm_config"
 check = load("check_litellm_config", "roles/litellm_config/files/check_litellm_config.py")
 plugin = load("localai_models", "filter_plugins/localai_models.py")
 DEFAULTS = yaml.safe_load((ROLE / "defaults" / "main.yml").read_text())
-MODELS = yaml.safe_load((ROOT / "roles" / "models" / "defaults" / "main.yml").read_text())
 
 
 def render(engines: list[dict]) -> str:
@@ -36,7 +35,7 @@ def render(engines: list[dict]) -> str:
 
 
 def test_default_models_render_a_valid_config():
-    engines = plugin.localai_engine_plan(MODELS["models_list"], "gpu")
+    engines = plugin.localai_engine_plan(default_models("gpu"), "gpu")
     config = yaml.safe_load(render(engines))
     assert check.problems(config) == []
     by_alias = {m["model_name"]: m for m in config["model_list"]}
@@ -55,7 +54,7 @@ def test_default_models_render_a_valid_config():
 
 
 def test_replicas_share_one_alias():
-    engines = plugin.localai_engine_plan(MODELS["models_list"], "gpu")
+    engines = plugin.localai_engine_plan(default_models("gpu"), "gpu")
     engines.append(dict(engines[0], port=8091, program="llamacpp-chat-2"))
     config = yaml.safe_load(render(engines))
     assert [m["model_name"] for m in config["model_list"]].count("gpt-3.5-turbo") == 2
@@ -71,14 +70,14 @@ def test_replicas_share_one_alias():
     ],
 )
 def test_check_refuses_bad_configs(mutate, problem):
-    config = yaml.safe_load(render(plugin.localai_engine_plan(MODELS["models_list"], "cpu")))
+    config = yaml.safe_load(render(plugin.localai_engine_plan(default_models("cpu"), "cpu")))
     mutate(config)
     assert any(problem in p for p in check.problems(config))
 
 
 def test_check_main_on_files(tmp_path):
     good = tmp_path / "good.yaml"
-    good.write_text(render(plugin.localai_engine_plan(MODELS["models_list"], "cpu")))
+    good.write_text(render(plugin.localai_engine_plan(default_models("cpu"), "cpu")))
     assert check.main(str(good)) == 0
     bad = tmp_path / "bad.yaml"
     bad.write_text("model_list: [unclosed\n")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 
 import pytest
-from project import REPO, load
+from project import default_models, load
 
 lm = load("localai_models", "filter_plugins/localai_models.py")
 
@@ -44,10 +44,9 @@ def test_valid_list_has_no_errors():
     assert lm.localai_models_validate(good()) == []
 
 
-def test_role_defaults_are_valid():
-    yaml = pytest.importorskip("yaml")
-    defaults = yaml.safe_load((REPO / "roles/models/defaults/main.yml").read_text())
-    assert lm.localai_models_validate(defaults["models_list"]) == []
+@pytest.mark.parametrize("gpu_mode", ["gpu", "cpu"])
+def test_default_models_are_valid(gpu_mode):
+    assert lm.localai_models_validate(default_models(gpu_mode)) == []
 
 
 @pytest.mark.parametrize(

@@ -75,9 +75,9 @@ def test_tag_encodes_ref_architectures_and_digest():
     assert f.stack_image_tag("localai-llamacpp", "b10864", "61;75", "0123456789ab") == (
         "localai-llamacpp:b10864-sm61-75-0123456789ab"
     )
-    assert f.stack_image_tag("localai-llamacpp", "0c1e570", "", "0123456789ab") == (
-        "localai-llamacpp:0c1e570-cpu-0123456789ab"
-    )
+    assert f.stack_image_tag(
+        "localai-llamacpp", "0c1e57098bba43ac29e6e3b677cdceebdd22334f", "", "0123456789ab"
+    ) == ("localai-llamacpp:0c1e57098bba-cpu-0123456789ab")
 
 
 @pytest.mark.parametrize("ref", ["release/v1.2", "-weird ref!", "." * 3, "x" * 300])

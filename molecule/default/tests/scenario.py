@@ -13,5 +13,9 @@ BASE_URL = "http://127.0.0.1:28100/v1"
 # The test overrides every molecule target gets (its host_vars link to them).
 TEST_VARS = yaml.safe_load((PROJECT / "molecule/shared/vars/airgap-test.yml").read_text())
 API_KEY = TEST_VARS["litellm_config_master_key"]
+# The llama.cpp commit the role builds by default; the tests' source archive holds the same one.
+LLAMACPP_REF = yaml.safe_load((PROJECT / "roles/stack_image/defaults/main.yml").read_text())[
+    "stack_image_llamacpp_ref"
+]
 CONTAINER = "localai-llamacpp"
 UNIT = "/etc/systemd/system/localai-llamacpp.service"

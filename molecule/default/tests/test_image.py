@@ -5,7 +5,7 @@ from __future__ import annotations
 import configparser
 import re
 
-from scenario import CONTAINER, UNIT
+from scenario import CONTAINER, LLAMACPP_REF, UNIT
 
 PROGRAMS = {"llamacpp-chat", "llamacpp-embeddings", "litellm"}
 
@@ -19,9 +19,9 @@ def image_of_unit(host) -> str:
 
 
 def test_image_exists_with_expected_tag(host):
-    """CPU build of the archive's ref: <name>:<ref>-cpu-<12 hex digest of the build context>."""
+    """CPU build of the default ref: <name>:<commit[:12]>-cpu-<12 hex digest of the context>."""
     image = image_of_unit(host)
-    assert re.fullmatch(r"localai-llamacpp:0c1e570-cpu-[0-9a-f]{12}", image), image
+    assert re.fullmatch(rf"localai-llamacpp:{LLAMACPP_REF[:12]}-cpu-[0-9a-f]{{12}}", image), image
     assert host.run(f"docker image inspect {image}").rc == 0
 
 
@@ -32,6 +32,8 @@ def test_llama_server_version_runs_in_image(host):
     )
     assert result.rc == 0, result.stderr
     assert "version:" in (result.stdout + result.stderr)
+    # The binary reports the commit it was built from: the pinned default.
+    assert LLAMACPP_REF[:7] in (result.stdout + result.stderr)
 
 
 def test_litellm_imports_at_pinned_version(host):

@@ -15,6 +15,7 @@ from collections.abc import Iterable, Mapping
 # Docker: a tag is [A-Za-z0-9_.-], at most 128 characters, not starting with '.' or '-'.
 _TAG_MAX = 128
 _TAG_BAD_CHARS = re.compile(r"[^A-Za-z0-9_.-]+")
+_FULL_COMMIT = re.compile(r"[0-9a-f]{40}")
 _ARCH = re.compile(r"^[0-9]{2,3}[af]?$")
 DIGEST_LENGTH = 12
 _CERT_SUFFIX = re.compile(r"\.(crt|pem|cer)$", re.IGNORECASE)
@@ -80,8 +81,15 @@ def _tag_safe(text: str) -> str:
 
 
 def stack_image_tag(name: str, ref: str, archs: str, digest: str) -> str:
-    """Return "<name>:<ref>-<cpu|smXX-YY>-<digest>", shortening the ref if the tag gets too long."""
+    """Return "<name>:<ref>-<cpu|smXX-YY>-<digest>", shortening the ref if the tag gets too long.
+
+    A full 40-digit commit id is written as its first 12 digits (git's own short form is
+    unique at that length in llama.cpp's history), so tags stay readable.
+    """
     suffix = f"-{stack_image_arch_slug(archs)}-{digest}"
+    ref = ref.strip()
+    if _FULL_COMMIT.fullmatch(ref):
+        ref = ref[:12]
     ref_part = _tag_safe(ref)[: max(1, _TAG_MAX - len(suffix))]
     return f"{name}:{ref_part}{suffix}"
 
