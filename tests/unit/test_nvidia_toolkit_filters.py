@@ -222,3 +222,128 @@ def test_reports_carry_the_error_instead_of_raising():
     assert report["version"] == ""
     assert "nvidia_toolkit_cuda_version: '12.9'" in report["error"]
     assert ng.nvidia_cuda_report(three_p40(), "auto") == {"version": "12.9", "error": ""}
+
+
+# --- driver against image (NVIDIA_REQUIRE_CUDA and minor version compatibility) -------------
+
+DATA_CENTER = ("Tesla P40", "6.1")  # Pascal: CUDA 12.x only
+HOPPER = ("NVIDIA H100 80GB HBM3", "9.0")
+GEFORCE = ("NVIDIA GeForce RTX 3090", "8.6")
+
+
+def one(card: tuple[str, str], driver: str) -> list[dict]:
+    name, cap = card
+    return ng.nvidia_gpus(f"0, {name}, {cap}, 24576, {driver}\n")
+
+
+@pytest.mark.parametrize(
+    ("card", "driver", "picked"),
+    [
+        # 525: CUDA 12.0's driver; only 12.4.1 lists branch 525 for forward compatibility.
+        (DATA_CENTER, "525.147.05", "12.4"),
+        (HOPPER, "525.147.05", "12.4"),
+        # 535 LTS: every 12.x image lists it; 13.0 needs 580 itself.
+        (DATA_CENTER, "535.247.01", "12.9"),
+        (HOPPER, "535.247.01", "12.9"),
+        (DATA_CENTER, "550.163.01", "12.9"),
+        (HOPPER, "555.58.02", "12.5"),  # listed by no newer image, reports CUDA 12.5 itself
+        (HOPPER, "570.172.08", "12.9"),
+        (HOPPER, "575.64.05", "12.9"),
+        (HOPPER, "580.95.05", "13.0"),
+        (DATA_CENTER, "580.95.05", "12.9"),
+        # GeForce: no forward compatibility, so the driver's own CUDA version decides.
+        (GEFORCE, "550.163.01", "12.4"),
+        (GEFORCE, "560.35.03", "12.6"),
+        (GEFORCE, "570.172.08", "12.8"),
+        (GEFORCE, "575.64.05", "12.9"),
+        (GEFORCE, "580.95.05", "13.0"),
+    ],
+)
+def test_auto_picks_the_newest_image_the_driver_starts(card, driver, picked):
+    assert ng.nvidia_cuda_version(one(card, driver), "auto") == picked
+
+
+@pytest.mark.parametrize(
+    ("card", "driver", "needles"),
+    [
+        (DATA_CENTER, "470.256.02", ["CUDA 12.4 needs NVIDIA driver 525 or newer", "branch 525"]),
+        (
+            DATA_CENTER,
+            "545.29.06",
+            ["branch 470, 525 or 535 (its NVIDIA_REQUIRE_CUDA)", "545.29.06 is neither", "550"],
+        ),
+        (GEFORCE, "525.147.05", ["is not a data-center GPU", "branch 550 (CUDA 12.4)"]),
+        (GEFORCE, "535.247.01", ["is not a data-center GPU", "or 580 (CUDA 13.0)"]),
+    ],
+)
+def test_auto_refuses_a_driver_no_image_starts_on_and_names_the_fix(card, driver, needles):
+    with pytest.raises(ng.AnsibleFilterError) as err:
+        ng.nvidia_cuda_version(one(card, driver), "auto")
+    message = str(err.value)
+    assert f"NVIDIA driver {driver} runs none of the CUDA images" in message
+    assert "Fix: upgrade the NVIDIA driver" in message
+    assert "nvidia_toolkit_cuda_version: auto found nothing" in message
+    for needle in needles:
+        assert needle in message
+
+
+def test_explicit_version_the_image_refuses_names_the_driver_and_a_version_that_starts():
+    with pytest.raises(ng.AnsibleFilterError) as err:
+        ng.nvidia_cuda_version(one(GEFORCE, "550.163.01"), "12.9")
+    message = str(err.value)
+    assert message.startswith("nvidia_toolkit_cuda_version is '12.9' but the nvidia/cuda 12.9")
+    assert "NVIDIA GeForce RTX 3090 (GPU 0, compute capability 8.6) is not a data-center" in message
+    assert "driver 550.163.01" in message
+    assert "fix: set nvidia_toolkit_cuda_version: '12.4' (what auto picks)" in message
+    assert "upgrade the NVIDIA driver to branch 575 or newer" in message
+
+
+def test_explicit_version_on_an_unlisted_branch_asks_for_a_driver_upgrade():
+    with pytest.raises(ng.AnsibleFilterError, match=r"545\.29\.06 is neither; fix: upgrade .*570"):
+        ng.nvidia_cuda_version(one(HOPPER, "545.29.06"), "12.8")
+
+
+def test_explicit_version_on_a_listed_branch_is_accepted_for_data_center_gpus():
+    assert ng.nvidia_cuda_version(one(DATA_CENTER, "565.57.01"), "12.8") == "12.8"
+    assert ng.nvidia_cuda_version(one(HOPPER, "570.172.08"), "12.9") == "12.9"
+
+
+def test_one_geforce_among_data_center_gpus_holds_the_host_to_its_driver_version():
+    # libnvidia-container checks NVIDIA_REQUIRE_CUDA for every visible GPU.
+    gpus = ng.nvidia_gpus(
+        rows(
+            "0, Tesla T4, 7.5, 15360, 535.247.01",
+            "1, NVIDIA GeForce RTX 4090, 8.9, 24564, 535.247.01",
+        )
+    )
+    with pytest.raises(ng.AnsibleFilterError, match=r"GeForce RTX 4090 .* not a data-center GPU"):
+        ng.nvidia_cuda_version(gpus, "auto")
+    assert ng.nvidia_cuda_version(gpus[:1], "auto") == "12.9"
+
+
+@pytest.mark.parametrize(
+    "name", ["NVIDIA TITAN RTX", "TITAN Xp", "NVIDIA GeForce GTX 1080 Ti", "NVS 810"]
+)
+def test_consumer_and_nvs_cards_get_no_forward_compatibility(name):
+    assert ng._native_only({"name": name})
+
+
+@pytest.mark.parametrize(
+    "name", ["Tesla P40", "NVIDIA L4", "NVIDIA A10", "NVIDIA RTX A6000", "Quadro RTX 8000"]
+)
+def test_data_center_and_professional_cards_do(name):
+    assert not ng._native_only({"name": name})
+
+
+def test_unknown_driver_is_not_held_against_the_image():
+    gpus = [dict(g, driver_version="") for g in three_p40()]
+    assert ng.nvidia_cuda_version(gpus, "auto") == "12.9"
+
+
+def test_driver_tables_cover_every_cuda_version():
+    versions = set(ng.CUDA_CAPABILITIES)
+    assert set(ng.DRIVER_FOR_CUDA) == versions == set(ng.IMAGE_DRIVER_BRANCHES)
+    # Every listed branch is older than the one that reports the version itself.
+    for version, branches in ng.IMAGE_DRIVER_BRANCHES.items():
+        assert max(branches) < ng.DRIVER_FOR_CUDA[version]
+        assert ng.DRIVER_FOR_CUDA[version] >= ng.MIN_DRIVER_MAJOR[version.split(".")[0]]

@@ -1,9 +1,10 @@
 """Filters that turn `nvidia-smi` output into the facts the build needs.
 
 Why a plugin and not Jinja: the seed built llama.cpp for the wrong GPU ("compiled for: 520")
-and the P40 refused it. The architecture list and the CUDA version that can still build for it
-are the two numbers that decide whether the image works, so they are computed here, in small
-tested functions, and every refusal says which GPU, which variable and what to set.
+and the P40 refused it. The architecture list, the CUDA version that can still build for it and
+the driver that can run that CUDA version's image are what decide whether the image works, so
+they are computed here, in small tested functions, and every refusal says which GPU or driver,
+which variable and what to set.
 
 Input is the output of the query below (`QUERY` joined with the format flags), one GPU a row:
 
@@ -61,10 +62,57 @@ CUDA_CAPABILITIES: dict[str, frozenset[str]] = {
     ),
 }
 
-# Oldest driver branch each CUDA major runs on (CUDA minor version compatibility: 12.x runs on
-# >= 525.60.13, 13.x on >= 580.65.06). Source: CUDA Toolkit release notes, table "CUDA Toolkit
-# and Minimum Required Driver Version for CUDA Minor Version Compatibility".
+# Which NVIDIA driver can run the image built with each CUDA version. Two rules, both must hold.
+#
+# 1. The driver runs the CUDA major itself (minor version compatibility): 12.x on >= 525.60.13,
+#    13.x on >= 580.65.06. Source: CUDA Toolkit release notes, table "CUDA Toolkit and Minimum
+#    Required Driver Version for CUDA Minor Version Compatibility"; NVIDIA's "Supported Drivers
+#    and CUDA Toolkit Versions" (R535 and R570: CUDA 12.x, R580: CUDA 13.x through minor version
+#    compatibility). With this rule the engine runs whether or not the container runtime puts the
+#    image's forward-compatibility libraries (cuda-compat) in front of the driver's: the legacy
+#    nvidia runtime does when they are newer than the driver (libnvidia-container,
+#    src/cli/compat_mode.c), a CDI spec may not.
 MIN_DRIVER_MAJOR = {"12": 525, "13": 580}
+
+# 2. The image's own NVIDIA_REQUIRE_CUDA accepts the driver. The nvidia/cuda images carry it
+#    (dist/<version>/ubuntu2404/base/Dockerfile on gitlab.com/nvidia/container-images/cuda);
+#    space-separated alternatives are ORed, comma-separated conditions ANDed (NVIDIA Container
+#    Toolkit, "Specialized Configurations with Docker", constraints), and libnvidia-container
+#    checks them for every visible GPU (src/cli/configure.c). The legacy runtime refuses to start
+#    a container that fails them; CDI skips the check, so this one is the only check there.
+#    Every value has the same shape:
+#      "cuda>=12.9 brand=tesla,driver>=535,driver<536 brand=nvidia,driver>=535,driver<536 ..."
+#    - `cuda>=X.Y`: the driver's own CUDA version (what cuDriverGetVersion reports, the
+#      "CUDA Version" of nvidia-smi) is at least X.Y. The first branch reporting each version
+#      (CUDA Toolkit release notes, "CUDA Toolkit and Corresponding Driver Versions": 12.4 GA
+#      550.54.14, 12.5 GA 555.42.02, 12.6 GA 560.28.03, 12.8 GA 570.26, 12.9 GA 575.51.03,
+#      13.0 GA 580.65.06) is DRIVER_FOR_CUDA.
+#    - `brand=B,driver>=N,driver<N+1`: CUDA forward compatibility on driver branch N for GPUs of
+#      brand B. The branches per image are IMAGE_DRIVER_BRANCHES, read from the images' values:
+#      12.4.1 (dist/12.4.1), 12.5.1 (the environment of an image built on it), 12.6.3
+#      (dist/12.6.3/ubuntu2404/base), 12.8.1 (the nvidia/cuda:12.8.1 image config), 12.9.x
+#      (12.9.0 and 12.9.1 carry the same list), 13.0.x (read from 13.0.2; rule 1 keeps every
+#      13.x image off the branches it lists, all older than 580, so its exact list never decides).
+DRIVER_FOR_CUDA = {"12.4": 550, "12.5": 555, "12.6": 560, "12.8": 570, "12.9": 575, "13.0": 580}
+IMAGE_DRIVER_BRANCHES: dict[str, tuple[int, ...]] = {
+    "12.4": (470, 525, 535),
+    "12.5": (470, 535, 550),
+    "12.6": (470, 535, 550),
+    "12.8": (470, 535, 550, 560, 565),
+    "12.9": (535, 550, 560, 565, 570),
+    "13.0": (535, 550, 565, 570, 575),
+}
+#    The brands of those alternatives: 12.4.1 lists tesla, unknown, nvidia, nvidiartx, geforce,
+#    geforcertx, quadro, quadrortx, titan, titanrtx; from 12.5 on the images list unknown, grid,
+#    tesla, nvidia, quadro, quadrortx, nvidiartx and the virtual-GPU brands (vapps, vpc, vcs, vws,
+#    cloudgaming), no longer GeForce or TITAN. Forward compatibility works only on data-center
+#    GPUs and select RTX SKUs (CUDA Compatibility guide, "Forward Compatibility"; the cuda-compat
+#    libraries break CUDA on other cards: gitlab.com/nvidia/container-images/cuda issue 183), so
+#    GeForce and TITAN cards (and NVS, which no image lists) are held to `cuda>=X.Y` on every
+#    image, 12.4 included. The role's nvidia-smi query has no brand column; a GeForce, TITAN or
+#    NVS card says so in its name (GPUs named by nvidia_toolkit_cuda_architectures_override have
+#    no name and count as data-center GPUs).
+NATIVE_ONLY_BRANDS = ("GEFORCE", "TITAN", "NVS")
 
 VARIABLE = "nvidia_toolkit_cuda_version"
 _CAP_RE = re.compile(r"^\d{1,2}\.\d$")
@@ -201,17 +249,87 @@ def _driver_major(driver_version: str | None) -> int | None:
     return int(head) if head.isdigit() else None
 
 
-def _driver_allows(version: str, driver_version: str | None) -> bool:
-    """Whether the installed driver can run code built with this CUDA version."""
-    major = _driver_major(driver_version)
-    return major is None or major >= MIN_DRIVER_MAJOR[_major(version)]
+def _native_only(gpu: dict[str, Any]) -> bool:
+    """True for a GeForce, TITAN or NVS card (by name): forward compatibility does not cover it."""
+    words = re.split(r"[\s_-]+", str(gpu.get("name", "")).upper())
+    return any(brand in words for brand in NATIVE_ONLY_BRANDS)
+
+
+def _driver_refusal(version: str, driver_version: str | None, gpus: list[dict[str, Any]]) -> str:
+    """Why the driver cannot run the CUDA `version` image; "" when it can (or is unknown).
+
+    The two rules above: the driver runs the CUDA major itself, and the image's
+    NVIDIA_REQUIRE_CUDA accepts it for every GPU (the driver reports CUDA >= version, or it is
+    a listed branch and every GPU is one that forward compatibility covers).
+    """
+    branch = _driver_major(driver_version)
+    if branch is None:
+        return ""
+    floor = MIN_DRIVER_MAJOR[_major(version)]
+    if branch < floor:
+        return (
+            f"CUDA {version} needs NVIDIA driver {floor} or newer, this host has {driver_version}"
+        )
+    native = DRIVER_FOR_CUDA[version]
+    listed = IMAGE_DRIVER_BRANCHES[version]
+    consumer = [g for g in gpus if _native_only(g)]
+    if branch >= native or (branch in listed and not consumer):
+        return ""
+    *head, last = [str(b) for b in listed]
+    rule = (
+        f"the nvidia/cuda {version} image starts only where the driver reports CUDA {version} "
+        f"or newer (branch {native} or newer) or, on data-center GPUs, on driver branch "
+        f"{', '.join(head)} or {last} (its NVIDIA_REQUIRE_CUDA)"
+    )
+    if branch not in listed:
+        return f"{rule}, and driver {driver_version} is neither"
+    return (
+        f"{rule}, and {_label(consumer[0])} is not a data-center GPU (CUDA forward "
+        f"compatibility does not work on it), so driver {driver_version} is too old for it"
+    )
+
+
+def _driver_allows(version: str, driver_version: str | None, gpus: list[dict[str, Any]]) -> bool:
+    """Whether the installed driver can run the image built with this CUDA version."""
+    return not _driver_refusal(version, driver_version, gpus)
+
+
+def _upgrade_hint(versions: list[str], driver: str | None, gpus: list[dict[str, Any]]) -> str:
+    """The nearest newer driver branch that runs one of `versions` (oldest first), and the
+    nearest that runs the newest of them, e.g. "branch 550 (CUDA 12.4), or 580 (CUDA 13.0)"."""
+    current = _driver_major(driver) or 0
+    branches = sorted(
+        b
+        for b in {*MIN_DRIVER_MAJOR.values(), *DRIVER_FOR_CUDA.values()}
+        | {b for listed in IMAGE_DRIVER_BRANCHES.values() for b in listed}
+        if b > current
+    )
+
+    def runs(branch: int) -> list[str]:
+        return [v for v in versions if _driver_allows(v, str(branch), gpus)]
+
+    first = next(b for b in branches if runs(b))
+    hint = f"upgrade the NVIDIA driver to branch {first} (CUDA {runs(first)[-1]})"
+    if runs(first)[-1] == versions[-1]:
+        return hint
+    best = next(b for b in branches if versions[-1] in runs(b))
+    return f"{hint}, or {best} (CUDA {versions[-1]})"
 
 
 def _auto(gpus: list[dict[str, Any]], driver_version: str | None) -> str:
     """Newest CUDA that builds for every GPU and runs on the driver: 13.x first, else 12.x."""
-    common = [v for v in _common_versions(gpus) if _driver_allows(v, driver_version)]
+    buildable = _common_versions(gpus)
+    common = [v for v in buildable if _driver_allows(v, driver_version, gpus)]
     if common:
         return common[-1]
+    if buildable:
+        raise AnsibleFilterError(
+            f"NVIDIA driver {driver_version} runs none of the CUDA images that build for these "
+            f"GPUs ({', '.join(buildable)}): "
+            f"{_driver_refusal(buildable[0], driver_version, gpus)}. Fix: "
+            f"{_upgrade_hint(buildable, driver_version, gpus)}; {VARIABLE}: auto found nothing "
+            "to pick."
+        )
     split = "; ".join(
         f"{_label(g)}: CUDA {_describe(_versions_for(g['compute_cap']))}" for g in gpus
     )
@@ -227,7 +345,7 @@ def _check_requested(gpus: list[dict[str, Any]], requested: str, driver: str | N
     for gpu in gpus:
         if gpu["compute_cap"] in CUDA_CAPABILITIES[requested]:
             continue
-        fits = [v for v in _common_versions(gpus) if _driver_allows(v, driver)]
+        fits = [v for v in _common_versions(gpus) if _driver_allows(v, driver, gpus)]
         same_major = [v for v in fits if _major(v) == _major(requested)]
         fits = same_major or fits
         family = _describe(_versions_for(gpu["compute_cap"]))
@@ -235,12 +353,12 @@ def _check_requested(gpus: list[dict[str, Any]], requested: str, driver: str | N
         raise AnsibleFilterError(
             f"{_label(gpu)} needs CUDA {family}, but {VARIABLE} is '{requested}': {fix}"
         )
-    if not _driver_allows(requested, driver):
-        need = MIN_DRIVER_MAJOR[_major(requested)]
-        raise AnsibleFilterError(
-            f"CUDA {requested} needs NVIDIA driver {need} or newer, this host has {driver}: "
-            f"upgrade the driver or set {VARIABLE}: auto"
-        )
+    refusal = _driver_refusal(requested, driver, gpus)
+    if refusal:
+        fits = [v for v in _common_versions(gpus) if _driver_allows(v, driver, gpus)]
+        upgrade = f"upgrade the NVIDIA driver to branch {DRIVER_FOR_CUDA[requested]} or newer"
+        fix = f"set {VARIABLE}: '{fits[-1]}' (what auto picks), or {upgrade}" if fits else upgrade
+        raise AnsibleFilterError(f"{VARIABLE} is '{requested}' but {refusal}; fix: {fix}")
     return requested
 
 
@@ -249,8 +367,13 @@ def nvidia_cuda_version(
 ) -> str:
     """The CUDA version to build with: "auto" picks one, an explicit one is checked.
 
-    Returns "" when there is no GPU (CPU build). Raises AnsibleFilterError with a message that
-    names `nvidia_toolkit_cuda_version` and the fix when the GPUs and the version disagree.
+    gpus: the parsed GPUs ({name, compute_cap, driver_version, ...}); requested: "auto" or a
+    key of CUDA_CAPABILITIES; driver_version: the loaded driver ("535.247.01"; default: the
+    first GPU's, unknown: not checked). A version must build for every GPU's compute capability
+    and its nvidia/cuda image must run on the driver (MIN_DRIVER_MAJOR and the image's
+    NVIDIA_REQUIRE_CUDA, see above); "auto" takes the newest such version. Returns "" when there
+    is no GPU (CPU build). Raises AnsibleFilterError with a message that names
+    `nvidia_toolkit_cuda_version`, the GPU or the driver, and the fix.
     """
     requested = str(requested).strip()
     if requested != "auto" and requested not in CUDA_CAPABILITIES:
