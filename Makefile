@@ -5,7 +5,7 @@ SHELL := /bin/bash
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.requirements-dev.sha256
-SCENARIOS ?= default gpu_facts fleet
+SCENARIOS ?= default gpu_facts fleet debian13
 
 .PHONY: provision controller test deps engine base-images fixtures lint unit molecule syntax clean-cache
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Build, once, the local base images the tests need (no registry is reachable on test machines):
 #   localai-llamacpp-test/systemd:bookworm  molecule's target: systemd as PID 1, python3, apt
+#   localai-llamacpp-test/systemd:trixie    the same on Debian 13 (the debian13 scenario)
 #   localai-llamacpp-test/debian:bookworm   the stack image's base on CPU hosts in tests
 # Both carry this machine's extra CA certificates, so HTTPS through a TLS-inspecting proxy works
 # inside them. An image is rebuilt only when this script or the certificates change (label).
@@ -17,7 +18,7 @@ fingerprint() {
 }
 
 build() {
-  local name="$1" include="$2" fp rootfs
+  local name="$1" include="$2" suite="${1##*:}" fp rootfs
   fp=$(fingerprint "$name:$include")
   if [ "$(docker image inspect -f '{{ index .Config.Labels "fingerprint" }}' "$name" 2>/dev/null)" = "$fp" ]; then
     echo "base-images: $name is up to date ($fp)"
@@ -26,7 +27,9 @@ build() {
   command -v debootstrap >/dev/null || { apt-get update -qq; apt-get install -y -qq debootstrap >/dev/null; }
   rootfs=$(mktemp -d /var/tmp/rootfs.XXXXXX)
   echo "base-images: debootstrap $name"
-  debootstrap --variant=minbase --include="$include" bookworm "$rootfs" "$MIRROR" >/dev/null
+  # minbase and no Recommends, like a minimal server install: what a package only recommends
+  # (Debian 13's docker.io: the CLI and buildx) is not there unless a role installs it.
+  debootstrap --variant=minbase --include="$include" "$suite" "$rootfs" "$MIRROR" >/dev/null
   cp "$CA_DIR"/*.crt "$rootfs/usr/local/share/ca-certificates/" 2>/dev/null || true
   chroot "$rootfs" update-ca-certificates >/dev/null
   # Keep images small and apt quiet: no recommends, no docs.
@@ -43,6 +46,8 @@ build() {
 }
 
 build localai-llamacpp-test/systemd:bookworm \
+  systemd,systemd-sysv,dbus,python3,python3-apt,ca-certificates,iproute2,procps,curl,gnupg
+build localai-llamacpp-test/systemd:trixie \
   systemd,systemd-sysv,dbus,python3,python3-apt,ca-certificates,iproute2,procps,curl,gnupg
 build localai-llamacpp-test/debian:bookworm ca-certificates
 

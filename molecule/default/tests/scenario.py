@@ -8,8 +8,10 @@ from pathlib import Path
 import yaml
 
 PROJECT = Path(os.environ.get("MOLECULE_PROJECT_DIRECTORY", Path(__file__).parents[3]))
-# The target publishes the stack's port 28000 on the controller's loopback as 28100.
-BASE_URL = "http://127.0.0.1:28100/v1"
+# The target publishes the stack's port 28000 on the controller's loopback: default as 28100,
+# debian13 (which runs these endpoint checks too) as 28300 (molecule.yml, published_ports).
+PORTS = {"default": 28100, "debian13": 28300}
+BASE_URL = f"http://127.0.0.1:{PORTS[os.environ.get('MOLECULE_SCENARIO_NAME', 'default')]}/v1"
 # The test overrides every molecule target gets (its host_vars link to them).
 TEST_VARS = yaml.safe_load((PROJECT / "molecule/shared/vars/airgap-test.yml").read_text())
 API_KEY = TEST_VARS["litellm_config_master_key"]

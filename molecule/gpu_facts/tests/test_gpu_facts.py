@@ -57,6 +57,14 @@ def test_daemon_json_registers_the_nvidia_runtime(host):
     assert "default-runtime" not in config
 
 
+def test_daemon_json_turns_on_cdi_and_keeps_the_administrators_keys(host):
+    config = json.loads(host.file("/etc/docker/daemon.json").content_string)
+    assert config["features"]["cdi"] is True
+    # What the administrator had (prepare.yml) is still there.
+    assert config["log-level"] == "warn"
+    assert config["runtimes"]["other"] == {"path": "/usr/bin/runc"}
+
+
 def test_docker_runs_with_the_nvidia_runtime(host):
     assert host.service("docker").is_running
     runtimes = host.run("docker info --format '{{json .Runtimes}}'")
