@@ -112,7 +112,8 @@ def start_proxy(
     cfg_dir = args.work_dir / f"{name}-w{workers}"
     shutil.rmtree(cfg_dir, ignore_errors=True)
     cfg_dir.mkdir(parents=True)
-    shutil.copy(args.config_dir / "localai_auth.py", cfg_dir)
+    for module in ("localai_auth.py", "localai_hooks.py"):  # litellm.yaml names both
+        shutil.copy(args.config_dir / module, cfg_dir)
     base = yaml.safe_load((args.config_dir / "litellm.yaml").read_text(encoding="utf-8"))
     upstreams = [f"http://127.0.0.1:{port}/v1" for port in upstream_ports(args)]
     config = merged_config(base, overrides, upstreams)

@@ -20,8 +20,10 @@ Model entry (one dict per model)::
     max_tokens    chat: most tokens one reply may generate (passed as --n-predict, so the
                   promise is enforced by the engine)
     prompt_tokens prompt budget per request (chat: prompt; embedding: longest input)
-    chat_template chat only: llama-server --chat-template NAME (optional)
-    jinja         chat only: true -> --jinja, false -> --no-jinja (optional)
+    chat_template chat only: llama-server --chat-template NAME (optional), a built-in template
+                  for a file that carries none; without it the file's own template runs
+    jinja         chat only: true -> --jinja, false -> --no-jinja (optional; default --jinja,
+                  or --no-jinja when chat_template names a built-in template)
     flash_attn    on | off | auto
     n_gpu_layers  layers offloaded to the GPU (int >= 0, or 'all' / 'auto'); 0 in cpu mode
     batch_size, ubatch_size   optional llama-server batch sizes
@@ -444,14 +446,16 @@ def _engine_args(s: dict[str, Any], host: str, port: int, model_path: str, cpu: 
     else:
         args += ["--n-predict", str(s["max_tokens"])]
         jinja = s.get("jinja")
-        if jinja is None and s.get("chat_template"):
-            # A template NAME (llama3, mistral-v1, ...) is one of llama-server's built-in
-            # templates, which only the non-Jinja path knows: with Jinja on (the default since
-            # 2025) the name itself is taken as the template text and every prompt renders as
-            # the word "llama3" (seen on ref 0c1e570 with /apply-template).
-            jinja = False
-        if jinja is not None:
-            args.append("--jinja" if jinja else "--no-jinja")
+        if jinja is None:
+            # Without a named template the model's own (the GGUF's tokenizer.chat_template) runs
+            # on llama-server's Jinja path, the one that knows tools: tool calls come back as
+            # OpenAI tool_calls (a grammar holds the output to them). A template NAME (llama3,
+            # mistral-v1, ...) is one of llama-server's built-in templates, for files that carry
+            # none, which only the non-Jinja path knows: with Jinja on the name itself is taken
+            # as the template text and every prompt renders as the word "llama3" (seen on ref
+            # 0c1e570 with /apply-template).
+            jinja = not s.get("chat_template")
+        args.append("--jinja" if jinja else "--no-jinja")
         if s.get("chat_template"):
             args += ["--chat-template", s["chat_template"]]
     return args + [str(a) for a in s["extra_args"]]
@@ -726,6 +730,10 @@ def localai_engine_plan(
                     "model_path": model_path,
                     "args": args,
                     "gpu": gpu,
+                    # The promise clients are told (LiteLLM model_info, /v1/models) and the
+                    # proxy enforces: longest input, longest reply (chat; None for embeddings).
+                    "prompt_tokens": s["prompt_tokens"],
+                    "max_tokens": s.get("max_tokens"),
                 }
             )
     _check_plan(engines)

@@ -48,7 +48,10 @@ def test_engine_dicts_follow_the_contract():
     chat, embed = lm.localai_engine_plan(models(), "gpu")
     assert set(chat) == {
         "program", "kind", "model", "alias", "host", "port", "model_path", "args", "gpu",
+        "prompt_tokens", "max_tokens", "parallel", "ctx_size", "gpu_memory_gb", "sizing",
     }  # fmt: skip
+    assert (chat["prompt_tokens"], chat["max_tokens"]) == (512, 512)
+    assert (embed["prompt_tokens"], embed["max_tokens"]) == (512, None)
     assert chat["program"] == "llamacpp-chat" and embed["program"] == "llamacpp-embeddings"
     assert (chat["port"], embed["port"]) == (8090, 8080)
     assert chat["host"] == embed["host"] == "127.0.0.1"
@@ -129,6 +132,13 @@ def test_named_chat_template_turns_jinja_off():
     args = lm.localai_engine_plan(models(), "cpu")[0]["args"]
     assert "--no-jinja" in args and "--jinja" not in args
     assert flag(args, "--chat-template") == "llama3"
+
+
+def test_without_a_named_template_the_files_own_runs_on_jinja():
+    """The Jinja path with the GGUF's template is the one that answers tools with tool_calls."""
+    chat = {k: v for k, v in models()[0].items() if k != "chat_template"}
+    args = lm.localai_engine_plan([chat], "cpu")[0]["args"]
+    assert "--jinja" in args and "--no-jinja" not in args and "--chat-template" not in args
 
 
 def test_explicit_jinja_with_template_is_kept():

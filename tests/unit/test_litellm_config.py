@@ -43,11 +43,19 @@ def test_default_models_render_a_valid_config():
     assert chat["litellm_params"]["model"] == "openai/Llama-3-ELYZA-JP-8B"
     assert chat["litellm_params"]["api_base"] == "http://127.0.0.1:8090/v1"
     assert embed["litellm_params"]["api_base"] == "http://127.0.0.1:8080/v1"
-    assert embed["model_info"] == {"mode": "embedding"}
+    # The models' own limits (prompt_tokens, max_tokens), not the hosted models' numbers.
+    assert embed["model_info"] == {"mode": "embedding", "max_input_tokens": 512}
+    assert chat["model_info"] == {
+        "mode": "chat",
+        "max_input_tokens": 3072,
+        "max_output_tokens": 1024,
+    }
     assert config["general_settings"] == {
         "master_key": "os.environ/LITELLM_MASTER_KEY",
         "custom_auth": "localai_auth.user_api_key_auth",
+        "cancel_on_disconnect": True,
     }
+    assert config["litellm_settings"]["callbacks"] == ["localai_hooks.request_rules"]
     assert config["litellm_settings"]["drop_params"] is True
     # Else a failing Hugging Face tokenizer load, and a WARNING, per streamed request.
     assert config["litellm_settings"]["disable_hf_tokenizer_download"] is True
@@ -66,6 +74,7 @@ def test_replicas_share_one_alias():
         (lambda c: c.update(model_list=[]), "model_list"),
         (lambda c: c["general_settings"].update(master_key="sk-literal"), "master_key"),
         (lambda c: c["general_settings"].pop("custom_auth"), "custom_auth"),
+        (lambda c: c["litellm_settings"].pop("callbacks"), "localai_hooks"),
         (lambda c: c["model_list"][0]["litellm_params"].pop("api_base"), "api_base"),
     ],
 )

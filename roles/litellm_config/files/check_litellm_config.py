@@ -31,6 +31,12 @@ def problems(config: object) -> list[str]:
         found.append("general_settings.master_key must be os.environ/LITELLM_MASTER_KEY")
     if not general.get("custom_auth"):
         found.append("general_settings.custom_auth is missing (wrong keys would not get 401)")
+    callbacks = (config.get("litellm_settings") or {}).get("callbacks") or []
+    if "localai_hooks.request_rules" not in callbacks:
+        found.append(
+            "litellm_settings.callbacks lacks localai_hooks.request_rules (token ids, too long "
+            "inputs and max_tokens would reach the engines unchecked)"
+        )
     return found
 
 
