@@ -15,8 +15,9 @@ Model entry (one dict per model)::
     sha256        64 hex digits (pinned), 'huggingface' (learn it from the source's published
                   metadata and record it in the lock file), or empty (like 'huggingface' for a
                   url; a src without sha256 is refused unless unverified models are allowed)
-    ctx_size      total context of the engine (tokens), split evenly over `parallel` slots
-    parallel      slots (concurrent requests) of the engine
+    ctx_size      total context of the engine (tokens), split evenly over `parallel` slots;
+                  chat: 'auto' (see "Sizing" below)
+    parallel      slots (concurrent requests) of the engine; chat: 'auto'
     max_tokens    chat: most tokens one reply may generate (passed as --n-predict, so the
                   promise is enforced by the engine)
     prompt_tokens prompt budget per request (chat: prompt; embedding: longest input)
@@ -32,7 +33,12 @@ Model entry (one dict per model)::
     size_gb       optional hint: the file's size in GB, for the `auto` GPU layout when the size
                   is not known otherwise (a controller `src` file is measured, a download is not)
     gpu_memory_gb optional: GPU memory one engine of this model needs (weights + KV cache +
-                  buffers), overriding the estimate of the GPU layout (see localai_engine_plan)
+                  buffers), overriding the estimate of the GPU layout (see localai_engine_plan);
+                  chat: 'auto' (the same as leaving it out)
+    kv_bytes_per_token  chat only, optional: bytes of KV cache one token of context takes (f16
+                  cache: layers x KV heads x head dim x 2 (K and V) x 2 bytes; Llama-3-8B:
+                  32 x 8 x 128 x 2 x 2 = 131072). Without it, read from the GGUF header of a
+                  `src` file (the `auto` sizes need it)
     engines_per_gpu   engines of this model on each GPU it runs on (default 1, at most
                   MAX_ENGINES_PER_GPU), each a LiteLLM deployment of the alias. For a small
                   model whose engine is busy on the CPU side (an embedding engine's per-request
@@ -44,12 +50,25 @@ gets ctx_size // parallel tokens. That must hold the prompt budget plus the repl
 chat: ctx_size // parallel >= prompt_tokens + max_tokens; embedding: ctx_size // parallel >=
 prompt_tokens and ubatch_size (default 512) >= prompt_tokens (an embedding input is processed
 in one physical batch).
+
+Sizing (chat models; localai_engine_plan): a slot holds prompt_tokens + max_tokens, and
+ctx_size is always parallel x that. `parallel: auto` with a number for ctx_size takes as many
+slots as ctx_size holds; `ctx_size: auto` with a number for parallel gives each slot its share.
+Both 'auto': on a CPU host CPU_SLOTS slots (the KV cache lives in RAM); on a GPU host as many
+slots as the GPU memory holds, at most MAX_GPU_SLOTS: each GPU keeps HEADROOM_PCT % free, and
+the rest, less the other engines placed there (embeddings on the first GPU), the weights (the
+file's size) and RESERVE_MIB per engine, is KV cache at kv_bytes_per_token. A number in
+gpu_memory_gb bounds one engine instead of the GPU. Numbers a user writes are kept as written.
 """
 
 from __future__ import annotations
 
+import mmap
 import os
 import re
+import struct
+from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 try:
@@ -70,6 +89,9 @@ SHA_LEARN = "huggingface"
 UBATCH_DEFAULT = 512
 # Engines of one model per GPU: each holds its own copy of the weights and one host thread.
 MAX_ENGINES_PER_GPU = 8
+AUTO = "auto"
+# Fields a chat model may leave to the plan (Sizing, above).
+AUTO_FIELDS = ("ctx_size", "parallel", "gpu_memory_gb")
 
 REQUIRED = ("name", "alias", "kind", "file")
 COMMON_FIELDS = (
@@ -93,7 +115,7 @@ COMMON_FIELDS = (
     "gpu_memory_gb",
     "engines_per_gpu",
 )
-CHAT_ONLY = ("max_tokens", "chat_template", "jinja")
+CHAT_ONLY = ("max_tokens", "chat_template", "jinja", "kv_bytes_per_token")
 EMBEDDING_ONLY = ("pooling",)
 ALL_FIELDS = COMMON_FIELDS + CHAT_ONLY + EMBEDDING_ONLY
 
@@ -279,19 +301,37 @@ def _check_int(label: str, settings: dict[str, Any], field: str, minimum: int) -
     return [f"{label}: field '{field}' is {value!r}; fix: an integer >= {minimum}"]
 
 
+def _check_counts(label: str, settings: dict[str, Any]) -> list[str]:
+    """The integer fields, and 'auto' where a chat model may leave a size to the plan."""
+    auto = {field for field in AUTO_FIELDS if settings.get(field) == AUTO}
+    errors = []
+    if settings["kind"] != "chat":
+        errors += [
+            f"{label}: field '{field}' is 'auto', which only chat models take; fix: a number"
+            for field in sorted(auto)
+        ]
+    for field in (
+        "ctx_size",
+        "parallel",
+        "max_tokens",
+        "prompt_tokens",
+        "batch_size",
+        "ubatch_size",
+        "engines_per_gpu",
+        "kv_bytes_per_token",
+    ):
+        if field not in auto:
+            errors += _check_int(label, settings, field, 1)
+    for field in ("size_gb", "gpu_memory_gb"):
+        value = settings.get(field)
+        if value is not None and field not in auto and not (_is_number(value) and value > 0):
+            errors.append(f"{label}: field '{field}' is {value!r}; fix: a number > 0 (GB)")
+    return errors
+
+
 def _check_engine(label: str, settings: dict[str, Any]) -> list[str]:
     """Engine settings: types, enums, and the context-per-slot rule."""
-    errors: list[str] = []
-    for field, minimum in (
-        ("ctx_size", 1),
-        ("parallel", 1),
-        ("max_tokens", 1),
-        ("prompt_tokens", 1),
-        ("batch_size", 1),
-        ("ubatch_size", 1),
-        ("engines_per_gpu", 1),
-    ):
-        errors += _check_int(label, settings, field, minimum)
+    errors = _check_counts(label, settings)
     per_gpu = settings.get("engines_per_gpu")
     if _is_int(per_gpu) and per_gpu > MAX_ENGINES_PER_GPU:
         errors.append(
@@ -319,10 +359,6 @@ def _check_engine(label: str, settings: dict[str, Any]) -> list[str]:
     if settings.get("jinja") is not None and not isinstance(settings["jinja"], bool):
         errors.append(f"{label}: field 'jinja' is {settings['jinja']!r}; fix: true or false")
     errors += _check_extra_args(label, settings.get("extra_args"))
-    for field in ("size_gb", "gpu_memory_gb"):
-        value = settings.get(field)
-        if value is not None and not (_is_number(value) and value > 0):
-            errors.append(f"{label}: field '{field}' is {value!r}; fix: a number > 0 (GB)")
     if not errors:
         errors += _check_context(label, settings)
     return errors
@@ -341,11 +377,24 @@ def _check_extra_args(label: str, extra: Any) -> list[str]:
     return []
 
 
+def _slot_tokens(s: dict[str, Any]) -> int:
+    """Tokens one slot must hold: prompt_tokens, plus max_tokens for chat."""
+    return s["prompt_tokens"] + (s["max_tokens"] if s["kind"] == "chat" else 0)
+
+
 def _check_context(label: str, s: dict[str, Any]) -> list[str]:
     """ctx_size // parallel must hold prompt_tokens (+ max_tokens for chat)."""
-    per_slot = s["ctx_size"] // s["parallel"]
-    need = s["prompt_tokens"] + (s["max_tokens"] if s["kind"] == "chat" else 0)
+    need = _slot_tokens(s)
     errors = []
+    if s["parallel"] == AUTO and s["ctx_size"] != AUTO and s["ctx_size"] < need:
+        errors.append(
+            f"{label}: field 'ctx_size' ({s['ctx_size']}) holds no slot of prompt_tokens + "
+            f"max_tokens = {need} tokens (parallel is 'auto'); fix: raise ctx_size to at least "
+            f"{need}, or set it to 'auto' too"
+        )
+    per_slot = need
+    if AUTO not in (s["ctx_size"], s["parallel"]):
+        per_slot = s["ctx_size"] // s["parallel"]
     if per_slot < need:
         what = "prompt_tokens + max_tokens" if s["kind"] == "chat" else "prompt_tokens"
         errors.append(
@@ -474,13 +523,27 @@ def _program(kind: str, index: int, name: str, replica: int | None = None) -> st
     return base if replica is None else f"{base}-{replica}"
 
 
-# GPU memory estimate of one engine (the `auto` layout and the fit check). The model file is
-# loaded whole into GPU memory; on top of it come the KV cache (grows with ctx_size) and the
-# compute buffers. Documented margin: KV_MARGIN_PCT of the file size plus RESERVE_MIB per GPU
-# (CUDA context, compute buffers). An entry's gpu_memory_gb replaces the whole estimate.
+# GPU memory of one engine (the `auto` layout, the fit check and the `auto` sizes). The model
+# file is loaded whole into GPU memory; on top of it come the KV cache (ctx_size tokens at
+# kv_bytes_per_token) and RESERVE_MIB per GPU for the CUDA context and the compute buffers.
+# Measured with a Llama-3-8B Q8_0 file (8,146 MiB): 32 slots x 4,096 tokens took 24,701 MiB on
+# an H100 (BENCHMARKS.md, "Tuning the chat engine": weights + 16,384 MiB of KV cache + 171 MiB),
+# 64 slots 41.1 GB on an H200: the buffers stay at a few hundred MiB, inside the reserve.
+# Without a KV size per token the cache is guessed as KV_MARGIN_PCT of the file. An entry's
+# gpu_memory_gb replaces the whole estimate. Each GPU also keeps HEADROOM_PCT of its memory free
+# (other processes, a display, fragmentation).
 KV_MARGIN_PCT = 30
 RESERVE_MIB = 1024
+HEADROOM_PCT = 5
 MIB = 1048576
+# `auto` slots. CPU hosts: 8, as before (the KV cache lives in RAM: 8 x 4,096 tokens x 128 KiB =
+# 4 GiB for the default model). GPU hosts: what the memory holds, at most 64. Measured on an H200
+# (synthetic Llama-3-8B, 256-token replies, 64 clients, direct to the engine): 32 slots gave
+# 1,678 tok/s with a median time to first token of 5.1 s (half the clients queue for a slot),
+# 64 slots 2,017 tok/s and 0.55 s. More slots than the clients the proxy is sized for only hold
+# memory: nothing measured says they pay, so 64 is the ceiling.
+CPU_SLOTS = 8
+MAX_GPU_SLOTS = 64
 
 
 def _model_size(entry: dict[str, Any], sizes: dict[str, Any] | None, stat_src: bool) -> int | None:
@@ -495,22 +558,373 @@ def _model_size(entry: dict[str, Any], sizes: dict[str, Any] | None, stat_src: b
     if _is_number(known) and known > 0:
         return int(known)
     if _is_number(entry.get("size_gb")):
-        return int(entry["size_gb"] * 1e9)
+        return round(entry["size_gb"] * 1e9)
     src = entry.get("src")
     if stat_src and isinstance(src, str) and os.path.isfile(src):
         return os.path.getsize(src)
     return None
 
 
-def _need_mib(
-    entry: dict[str, Any], size: int | None, margin_pct: int, reserve_mib: int
-) -> int | None:
-    """GPU memory (MiB) one engine of the model needs, by the documented margin."""
-    if _is_number(entry.get("gpu_memory_gb")):
-        return int(entry["gpu_memory_gb"] * 1e9 / MIB)
-    if size is None:
+# GGUF metadata value types (ggml's gguf.h): struct format of the scalar ones.
+_GGUF_SCALARS = {
+    0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q",
+    12: "<d",
+}  # fmt: skip
+_GGUF_STRING, _GGUF_ARRAY = 8, 9
+_F16_BYTES = 2
+
+
+def _gguf_metadata(path: str, wanted: tuple[str, ...]) -> dict[str, Any]:
+    """The metadata keys ending in one of `wanted` (plus general.architecture) of a GGUF file.
+
+    Reads only the header (key/value pairs come before the tensors), walking past the rest;
+    arrays of strings (the vocabulary) are skipped by their lengths. Raises ValueError for a
+    file that is not GGUF v2/v3 or is cut short.
+    """
+    out: dict[str, Any] = {}
+    with open(path, "rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as m:
+        if m[:4] != b"GGUF" or struct.unpack_from("<I", m, 4)[0] not in (2, 3):
+            raise ValueError(f"{path} is not a GGUF v2/v3 file")
+        (count,) = struct.unpack_from("<Q", m, 16)
+        pos = 24
+
+        def take(fmt: str) -> Any:
+            nonlocal pos
+            (value,) = struct.unpack_from(fmt, m, pos)
+            pos += struct.calcsize(fmt)
+            return value
+
+        def string() -> str:
+            nonlocal pos
+            size = take("<Q")
+            pos += size
+            return m[pos - size : pos].decode("utf-8", "replace")
+
+        def value(kind: int) -> Any:
+            if kind == _GGUF_STRING:
+                return string()
+            if kind != _GGUF_ARRAY:
+                return take(_GGUF_SCALARS[kind])
+            item, n = take("<I"), take("<Q")
+            return [value(item) for _ in range(n)]
+
+        def skip(kind: int) -> None:
+            nonlocal pos
+            if kind == _GGUF_ARRAY:
+                item, n = take("<I"), take("<Q")
+                if item in _GGUF_SCALARS:
+                    pos += struct.calcsize(_GGUF_SCALARS[item]) * n
+                else:
+                    for _ in range(n):
+                        skip(item)
+            elif kind == _GGUF_STRING:
+                size = take("<Q")  # first: `pos += take(...)` would read pos before take moves it
+                pos += size
+            else:
+                pos += struct.calcsize(_GGUF_SCALARS[kind])
+
+        try:
+            for _ in range(count):
+                key, kind = string(), take("<I")
+                if key == "general.architecture" or key.endswith(wanted):
+                    out[key] = value(kind)
+                else:
+                    skip(kind)
+        except (struct.error, KeyError) as err:
+            raise ValueError(f"{path}: GGUF metadata cut short or of an unknown type") from err
+    return out
+
+
+@lru_cache(maxsize=32)
+def _gguf_kv_bytes(path: str, mtime_ns: int, size: int) -> int | None:
+    """KV cache bytes per token of context (f16 K and V) from a GGUF header; None: not known.
+
+    Keys (llama.cpp's names, prefixed by general.architecture): block_count (layers),
+    attention.head_count_kv (per model, or a list per layer), attention.key_length and
+    value_length (default: embedding_length / attention.head_count). Bytes per token =
+    sum over layers of KV heads x (key_length + value_length) x 2 bytes. Cached by path, mtime
+    and size: the plan is evaluated many times in one run.
+    """
+    del mtime_ns, size  # cache key only
+    meta = _gguf_metadata(
+        path,
+        (
+            ".block_count",
+            ".embedding_length",
+            ".attention.head_count",
+            ".attention.head_count_kv",
+            ".attention.key_length",
+            ".attention.value_length",
+        ),
+    )
+    arch = meta.get("general.architecture")
+    field = {k.removeprefix(f"{arch}."): v for k, v in meta.items()}
+    layers, heads = field.get("block_count"), field.get("attention.head_count")
+    if not (_is_int(layers) and layers > 0):
         return None
-    return int(size / MIB * (100 + margin_pct) / 100) + reserve_mib
+    kv_heads = field.get("attention.head_count_kv", heads)
+    key_length = field.get("attention.key_length")
+    if (
+        key_length is None
+        and _is_int(heads)
+        and heads > 0
+        and _is_int(field.get("embedding_length"))
+    ):
+        key_length = field["embedding_length"] // heads
+    value_length = field.get("attention.value_length", key_length)
+    if not (_is_int(key_length) and _is_int(value_length)):
+        return None
+    per_layer = kv_heads if isinstance(kv_heads, list) else [kv_heads] * layers
+    if not all(_is_int(h) for h in per_layer):
+        return None
+    return sum(per_layer) * (key_length + value_length) * _F16_BYTES
+
+
+def _kv_bytes_per_token(entry: dict[str, Any], stat_src: bool) -> int | None:
+    """KV cache bytes per token: the entry's kv_bytes_per_token, else its `src` GGUF header."""
+    if _is_int(entry.get("kv_bytes_per_token")):
+        return entry["kv_bytes_per_token"]
+    src = entry.get("src")
+    if not (stat_src and isinstance(src, str) and os.path.isfile(src)):
+        return None
+    stat = os.stat(src)
+    try:
+        return _gguf_kv_bytes(src, stat.st_mtime_ns, stat.st_size)
+    except (OSError, ValueError):
+        return None
+
+
+@dataclass(frozen=True)
+class _Model:
+    """What the sizing knows of one model entry: its settings and the file's numbers."""
+
+    s: dict[str, Any]
+    size: int | None  # bytes of the file
+    kv: int | None  # KV cache bytes per token of context
+
+    @property
+    def slot_mib(self) -> float:
+        """GPU memory of one slot's KV cache (MiB); needs kv."""
+        return _slot_tokens(self.s) * (self.kv or 0) / MIB
+
+    @property
+    def weights_mib(self) -> int:
+        """The file's size in MiB (rounded up); needs size."""
+        return -(-(self.size or 0) // MIB)
+
+    @property
+    def elastic(self) -> bool:
+        """Both counts 'auto' and no gpu_memory_gb: sized from the GPUs' memory."""
+        return (
+            self.s["kind"] == "chat"
+            and self.s["parallel"] == AUTO
+            and self.s["ctx_size"] == AUTO
+            and not _is_number(self.s.get("gpu_memory_gb"))
+        )
+
+
+@dataclass(frozen=True)
+class Sizing:
+    """One model's engine numbers: slots, context, GPU memory of one engine, and how."""
+
+    parallel: int
+    ctx_size: int
+    need_mib: int | None  # None: not known (no file size), or a CPU host
+    how: str  # for the run's output
+
+
+def _need_mib(model: _Model, ctx_size: int, spans: int = 1) -> tuple[int | None, str]:
+    """GPU memory (MiB) of one engine with ctx_size tokens, and what the estimate is."""
+    s = model.s
+    if _is_number(s.get("gpu_memory_gb")):
+        return int(s["gpu_memory_gb"] * 1e9 / MIB), "gpu_memory_gb"
+    if model.size is None:
+        return None, "file size not known"
+    reserve = RESERVE_MIB * spans
+    if model.kv:
+        kv_mib = -(-ctx_size * model.kv // MIB)
+        return model.weights_mib + kv_mib + reserve, "weights + KV cache + reserve"
+    margin = int(model.size / MIB * (100 + KV_MARGIN_PCT) / 100)
+    return margin + reserve, f"file size + {KV_MARGIN_PCT}% + reserve"
+
+
+def _counts(model: _Model, cap: int) -> tuple[int, int, str]:
+    """parallel and ctx_size from the entry when at least one is a number (Sizing rule)."""
+    s, slot = model.s, _slot_tokens(model.s)
+    parallel, ctx_size = s["parallel"], s["ctx_size"]
+    if parallel == AUTO:
+        parallel = min(cap, ctx_size // slot)
+        return parallel, ctx_size, f"parallel auto: ctx_size // {slot} tokens, at most {cap}"
+    if ctx_size == AUTO:
+        return parallel, parallel * slot, f"ctx_size auto: parallel x {slot} tokens"
+    return parallel, ctx_size, "as written in localai_models"
+
+
+def _cpu_sizing(model: _Model) -> Sizing:
+    """A CPU host: CPU_SLOTS slots when both counts are 'auto'."""
+    if model.s["kind"] == "chat" and model.s["parallel"] == model.s["ctx_size"] == AUTO:
+        slot = _slot_tokens(model.s)
+        return Sizing(CPU_SLOTS, CPU_SLOTS * slot, None, f"auto on a CPU host: {CPU_SLOTS} slots")
+    parallel, ctx_size, how = _counts(model, CPU_SLOTS)
+    return Sizing(parallel, ctx_size, None, f"{how}, on a CPU host")
+
+
+def _fixed_sizing(model: _Model, name: str) -> Sizing:
+    """A GPU engine whose size does not depend on the GPUs: counts written, or bounded by
+    gpu_memory_gb (both counts 'auto': as many slots as that memory holds)."""
+    s = model.s
+    if s["kind"] == "chat" and s["parallel"] == s["ctx_size"] == AUTO:
+        need, _ = _need_mib(model, 0)
+        if model.size is None or not model.kv:
+            raise AnsibleFilterError(_unknown_for_auto(model, name))
+        room = (need or 0) - model.weights_mib - RESERVE_MIB
+        slots = min(MAX_GPU_SLOTS, int(room // model.slot_mib))
+        if slots < 1:
+            raise AnsibleFilterError(
+                f"localai_models entry '{name}': gpu_memory_gb {s['gpu_memory_gb']} holds the "
+                f"weights ({model.weights_mib} MiB) and {RESERVE_MIB} MiB of buffers but no slot "
+                f"of {_slot_tokens(s)} tokens ({model.slot_mib:.0f} MiB); fix: raise "
+                "gpu_memory_gb, or set it to 'auto'"
+            )
+        ctx_size = slots * _slot_tokens(s)
+        return Sizing(slots, ctx_size, need, f"auto within gpu_memory_gb: {slots} slots")
+    parallel, ctx_size, how = _counts(model, MAX_GPU_SLOTS)
+    need, what = _need_mib(model, ctx_size)
+    return Sizing(parallel, ctx_size, need, f"{how}; GPU memory: {what}")
+
+
+def _unknown_for_auto(model: _Model, name: str) -> str:
+    """The message for an 'auto' entry whose file size or KV size per token is not known."""
+    missing = (
+        "the size of its file is not known yet (add size_gb: the file's size in GB)"
+        if model.size is None
+        else "its KV cache size per token is not known (add kv_bytes_per_token: layers x KV "
+        "heads x head dim x 2 x 2 bytes, or use a `src` GGUF file, whose header tells)"
+    )
+    return (
+        f"localai_models entry '{name}' has parallel and ctx_size 'auto' on a GPU host but "
+        f"{missing}; fix: that, or set parallel and ctx_size"
+    )
+
+
+def _usable_mib(gpu: dict[str, Any]) -> int:
+    """A GPU's memory less the HEADROOM_PCT kept free."""
+    return gpu["memory_mib"] - gpu["memory_mib"] * HEADROOM_PCT // 100
+
+
+def _layout_need(model: _Model, fixed: Sizing | None) -> int | None:
+    """GPU memory (MiB) one engine needs for the layout choice: an elastic engine's weights,
+    one slot and the reserve (the least it can run with), else its fixed size."""
+    if fixed is not None:
+        return fixed.need_mib
+    if model.size is None or not model.kv:
+        raise AnsibleFilterError(_unknown_for_auto(model, model.s["name"]))
+    return model.weights_mib + int(model.slot_mib + 1) + RESERVE_MIB
+
+
+def _room(
+    group: list[dict[str, Any]],
+    layout: str,
+    first_gpu: int,
+    models: list[_Model],
+    fixed: list[Sizing | None],
+) -> tuple[int, float, str]:
+    """KV cache memory left for the elastic engines on a group of GPUs, and what one slot of
+    each of them takes together: (free MiB, MiB per slot, a description of the group)."""
+    spans = len(group) if layout == "split" else 1
+    usable = sum(_usable_mib(g) for g in group)
+    holds_first = any(g["index"] == first_gpu for g in group)
+    others = weights = reserves = 0
+    per_slot = 0.0
+    for model, size in zip(models, fixed, strict=True):
+        count = model.s["engines_per_gpu"] if layout != "split" else 1
+        if model.s["kind"] == "embedding" and not holds_first:
+            continue
+        if size is None:
+            weights += model.weights_mib * count
+            reserves += RESERVE_MIB * spans * count
+            per_slot += model.slot_mib * count
+        elif size.need_mib is None:
+            raise AnsibleFilterError(
+                f"localai_models entry '{model.s['name']}': the size of its file is not known, "
+                "so the GPU memory left for the 'auto' chat engines is not either; fix: add "
+                "size_gb (the file's size in GB) or gpu_memory_gb to that entry"
+            )
+        else:
+            others += size.need_mib * count
+    indexes = ", ".join(str(g["index"]) for g in group)
+    where = f"GPU {indexes}" if len(group) == 1 else f"GPUs {indexes} together"
+    memory = sum(g["memory_mib"] for g in group)
+    detail = (
+        f"{where}: {memory} MiB, {usable} usable ({HEADROOM_PCT}% kept free), less {others} "
+        f"MiB for the other engines, {weights} MiB of weights and {reserves} MiB of reserve"
+    )
+    return usable - others - weights - reserves, per_slot, detail
+
+
+def _check_gpu_memory(
+    models: list[_Model], fixed: list[Sizing | None], gpus: list[dict[str, Any]]
+) -> None:
+    """Elastic engines are sized from the GPUs' memory: refuse when it is not known."""
+    names = ", ".join(f"'{m.s['name']}'" for m, size in zip(models, fixed, strict=True) if not size)
+    if names and (not gpus or any(g["memory_mib"] <= 0 for g in gpus)):
+        raise AnsibleFilterError(
+            f"localai_models entries {names} have parallel and ctx_size 'auto', but the GPUs "
+            "report no memory size (unified-memory parts such as GH200 or GB10 do not); fix: "
+            "set parallel, ctx_size and gpu_memory_gb on those entries"
+        )
+
+
+def _elastic_sizing(
+    models: list[_Model], fixed: list[Sizing | None], layout: str, gpus: list[dict[str, Any]]
+) -> dict[int, Sizing]:
+    """Slots and context of the elastic chat engines (both counts 'auto', no gpu_memory_gb).
+
+    Every GPU set an engine runs on (each GPU with replicas, all of them with split, the first
+    with single) gives the KV memory left after the other engines, the weights and the
+    reserves; the tightest one decides, and all elastic engines get the same number of slots:
+    that memory // (one slot of each), at most MAX_GPU_SLOTS. Raises when the GPUs' memory is
+    not known (unified-memory parts report none) or holds no slot.
+    """
+    elastic = [i for i, model in enumerate(models) if fixed[i] is None]
+    if not elastic:
+        return {}
+    _check_gpu_memory(models, fixed, gpus)
+    names = ", ".join(f"'{models[i].s['name']}'" for i in elastic)
+    groups = {"replicas": [[g] for g in gpus], "split": [gpus]}.get(layout, [gpus[:1]])
+    first = gpus[0]["index"]
+    rooms = [_room(group, layout, first, models, fixed) for group in groups]
+    free, per_slot, detail = min(rooms, key=lambda room: room[0] / room[1])
+    if len(rooms) > 1:
+        detail = f"the tightest GPU set, {detail}"
+    fits = int(free // per_slot)
+    if fits < 1:
+        raise AnsibleFilterError(
+            f"localai_models entries {names} have parallel and ctx_size 'auto', but {detail} "
+            f"leave {free} MiB, less than one slot ({per_slot:.0f} MiB of KV cache); fix: a "
+            "smaller quantisation, fewer engines per GPU, another localai_gpu_layout, or "
+            "parallel, ctx_size and gpu_memory_gb set by hand"
+        )
+    slots = min(MAX_GPU_SLOTS, fits)
+    limit = (
+        f"the memory holds {fits}, {MAX_GPU_SLOTS} is the most auto gives"
+        if fits > slots
+        else "what the memory holds"
+    )
+    spans = len(gpus) if layout == "split" else 1
+    sizing = {}
+    for i in elastic:
+        model = models[i]
+        ctx_size = slots * _slot_tokens(model.s)
+        need, _ = _need_mib(model, ctx_size, spans)
+        sizing[i] = Sizing(
+            slots,
+            ctx_size,
+            need,
+            f"auto: {slots} slots ({limit}) of {_slot_tokens(model.s)} tokens, KV cache "
+            f"{(model.kv or 0) / 1024:g} KiB per token; {detail}",
+        )
+    return sizing
 
 
 def _gpu_list(gpus: Any) -> list[dict[str, Any]]:
@@ -531,26 +945,33 @@ def _fit_errors(
     """Why a layout does not fit the GPUs (empty: it fits).
 
     replicas: every GPU holds one engine of each chat model, GPU 0 also the embedding
-    engines. single: GPU 0 holds everything. split: the GPUs' memory together holds it.
+    engines. single: GPU 0 holds everything. split: the GPUs' memory together holds it. Needs
+    are MiB; each GPU keeps HEADROOM_PCT of its memory free.
     """
     chat = sum(chat_need)
     if layout == "replicas":
         wanted = [chat + (embed_need if i == 0 else 0) for i in range(len(gpus))]
         return [
-            f"GPU {g['index']} has {g['memory_mib']} MiB but needs {need}"
+            f"GPU {g['index']} has {g['memory_mib']} MiB but needs {need} ({_usable_mib(g)} usable)"
             for g, need in zip(gpus, wanted, strict=True)
-            if g["memory_mib"] < need
+            if _usable_mib(g) < need
         ]
     if layout == "single":
         need = chat + embed_need
         first = gpus[0]
-        if first["memory_mib"] < need:
-            return [f"GPU {first['index']} has {first['memory_mib']} MiB but needs {need}"]
+        if _usable_mib(first) < need:
+            return [
+                f"GPU {first['index']} has {first['memory_mib']} MiB but needs {need} "
+                f"({_usable_mib(first)} usable)"
+            ]
         return []
     total = sum(g["memory_mib"] for g in gpus)
+    usable = sum(_usable_mib(g) for g in gpus)
     need = chat + embed_need + RESERVE_MIB * (len(gpus) - 1)
     return (
-        [f"the {len(gpus)} GPUs have {total} MiB together but need {need}"] if total < need else []
+        [f"the {len(gpus)} GPUs have {total} MiB together but need {need} ({usable} usable)"]
+        if usable < need
+        else []
     )
 
 
@@ -591,10 +1012,11 @@ def _choose_layout(
         raise AnsibleFilterError(
             f"{var_name} is {tried or repr(layout)} but the models do not fit: "
             f"{'; '.join(errors)} MiB "
-            f"(estimate: file size + {KV_MARGIN_PCT}% for the KV cache + {RESERVE_MIB} MiB "
-            "per GPU, or the model's gpu_memory_gb); fix: choose another layout (split spreads "
-            "one engine over all GPUs), a smaller quantisation or ctx_size, or set "
-            "gpu_memory_gb on the model if you measured it"
+            f"(estimate: file size + KV cache (ctx_size x kv_bytes_per_token, else "
+            f"{KV_MARGIN_PCT}% of the file) + {RESERVE_MIB} MiB per GPU, or the model's "
+            f"gpu_memory_gb; {HEADROOM_PCT}% of each GPU kept free); fix: choose another layout "
+            "(split spreads one engine over all GPUs), a smaller quantisation or ctx_size, or "
+            "set gpu_memory_gb on the model if you measured it"
         )
     return layout
 
@@ -660,13 +1082,18 @@ def localai_engine_plan(
     alias that LiteLLM balances; 'split' runs one engine across all GPUs (--split-mode layer,
     --tensor-split by memory); 'single' runs one engine on the first GPU; 'auto' takes single
     on one GPU, else replicas when one engine of every chat model fits each GPU, else split.
-    Fit = file size + KV_MARGIN_PCT % + RESERVE_MIB per GPU (or gpu_memory_gb); a layout that
-    does not fit raises, naming var_name. Embedding engines stay on the first GPU.
+    Fit = file size + KV cache + RESERVE_MIB per GPU (or gpu_memory_gb) within each GPU's
+    memory less HEADROOM_PCT; a layout that does not fit raises, naming var_name. Embedding
+    engines stay on the first GPU. Chat counts left 'auto' are sized as the module docstring's
+    "Sizing" says; every engine reports its numbers (parallel, ctx_size, gpu_memory_gb: the
+    estimate of one engine, None on a CPU host or when not known) and `sizing`, how they were
+    found.
     An entry's engines_per_gpu (GPU modes only) repeats each of its engines on the same GPU:
     more deployments of the alias, each with its own port and host thread.
     gpus: nvidia_toolkit_gpus ([{index, memory_mib, ...}]); empty: no pinning (as before).
     sizes: {file: bytes} from the models role (or the lock file's {file: {size}}); else
-    size_gb, else os.stat of `src`.
+    size_gb, else os.stat of `src`. KV cache per token: kv_bytes_per_token, else the header of
+    a `src` GGUF file (stat_src: False reads no controller file).
     cpu_replicas: chat engines per chat model in cpu mode (layout auto or replicas).
     Ports: chat engines from chat_port_base up, embedding engines from embedding_port_base up,
     in list order. host is the address clients (LiteLLM) use; listen_host (default: host) is
@@ -690,20 +1117,35 @@ def localai_engine_plan(
         raise AnsibleFilterError("localai_engine_plan: invalid model list:\n" + "\n".join(errors))
     gpu_list = _gpu_list(gpus) if gpu_mode != "cpu" else []
     settings = [_settings(entry) for entry in models]
-    needs: dict[str, list[int | None]] = {"chat": [], "embedding": []}
-    for s in settings:
-        need = _need_mib(s, _model_size(s, sizes, stat_src), KV_MARGIN_PCT, RESERVE_MIB)
-        needs[s["kind"]].append(None if need is None else need * s["engines_per_gpu"])
-    if gpu_mode != "cpu":
+    known = [
+        _Model(
+            s,
+            _model_size(s, sizes, stat_src),
+            _kv_bytes_per_token(s, stat_src) if s["kind"] == "chat" else None,
+        )
+        for s in settings
+    ]
+    if gpu_mode == "cpu":
+        sizing = [_cpu_sizing(model) for model in known]
+    else:
+        fixed = [None if m.elastic else _fixed_sizing(m, m.s["name"]) for m in known]
+        needs: dict[str, list[int | None]] = {"chat": [], "embedding": []}
+        for model, size in zip(known, fixed, strict=True):
+            need = _layout_need(model, size)
+            count = model.s["engines_per_gpu"]
+            needs[model.s["kind"]].append(None if need is None else need * count)
+        _check_gpu_memory(known, fixed, gpu_list)
         _check_split_engines(layout, settings, var_name)  # before the fit: it counts them
         layout = _choose_layout(layout, gpu_list, needs, var_name)
         _check_split_engines(layout, settings, var_name)  # auto may have resolved to split
+        elastic = _elastic_sizing(known, fixed, layout, gpu_list)
+        sizing = [elastic.get(i) or size for i, size in enumerate(fixed)]
     first_gpu = gpu_list[0]["index"] if gpu_list else None
     engines: list[dict[str, Any]] = []
     counters = {"chat": 0, "embedding": 0}
     ports = {"chat": chat_port_base, "embedding": embedding_port_base}
     bind = listen_host or host
-    for s in settings:
+    for s, size in zip(settings, sizing, strict=True):
         kind = s["kind"]
         index = counters[kind]
         counters[kind] += 1
@@ -716,7 +1158,8 @@ def localai_engine_plan(
         for replica, gpu in enumerate(pins):
             port = ports[kind]
             ports[kind] += 1
-            args = _engine_args(s, bind, port, model_path, gpu_mode == "cpu")
+            counts = {"parallel": size.parallel, "ctx_size": size.ctx_size}
+            args = _engine_args(s | counts, bind, port, model_path, gpu_mode == "cpu")
             if kind == "chat":
                 args += _split_args(layout, gpu_mode, gpu_list)
             engines.append(
@@ -734,6 +1177,12 @@ def localai_engine_plan(
                     # proxy enforces: longest input, longest reply (chat; None for embeddings).
                     "prompt_tokens": s["prompt_tokens"],
                     "max_tokens": s.get("max_tokens"),
+                    # The sizes chosen (printed by the run) and how they were found.
+                    **counts,
+                    "gpu_memory_gb": (
+                        None if size.need_mib is None else round(size.need_mib * MIB / 1e9, 1)
+                    ),
+                    "sizing": size.how,
                 }
             )
     _check_plan(engines)

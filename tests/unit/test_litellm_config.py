@@ -17,6 +17,8 @@ ROLE = ROOT / "roles" / "litellm_config"
 check = load("check_litellm_config", "roles/litellm_config/files/check_litellm_config.py")
 plugin = load("localai_models", "filter_plugins/localai_models.py")
 DEFAULTS = yaml.safe_load((ROLE / "defaults" / "main.yml").read_text())
+# A GPU host as nvidia_toolkit reports it: the default chat model sizes itself from its memory.
+ONE_GPU = [{"index": 0, "name": "NVIDIA H100 80GB HBM3", "memory_mib": 81559}]
 
 
 def render(engines: list[dict]) -> str:
@@ -35,7 +37,7 @@ def render(engines: list[dict]) -> str:
 
 
 def test_default_models_render_a_valid_config():
-    engines = plugin.localai_engine_plan(default_models("gpu"), "gpu")
+    engines = plugin.localai_engine_plan(default_models("gpu"), "gpu", gpus=ONE_GPU)
     config = yaml.safe_load(render(engines))
     assert check.problems(config) == []
     by_alias = {m["model_name"]: m for m in config["model_list"]}
@@ -62,7 +64,7 @@ def test_default_models_render_a_valid_config():
 
 
 def test_replicas_share_one_alias():
-    engines = plugin.localai_engine_plan(default_models("gpu"), "gpu")
+    engines = plugin.localai_engine_plan(default_models("gpu"), "gpu", gpus=ONE_GPU)
     engines.append(dict(engines[0], port=8091, program="llamacpp-chat-2"))
     config = yaml.safe_load(render(engines))
     assert [m["model_name"] for m in config["model_list"]].count("gpt-3.5-turbo") == 2
