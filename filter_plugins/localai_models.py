@@ -583,7 +583,7 @@ def _gguf_metadata(path: str, wanted: tuple[str, ...]) -> dict[str, Any]:
     """
     out: dict[str, Any] = {}
     with open(path, "rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as m:
-        if m[:4] != b"GGUF" or struct.unpack_from("<I", m, 4)[0] not in (2, 3):
+        if len(m) < 24 or m[:4] != b"GGUF" or struct.unpack_from("<I", m, 4)[0] not in (2, 3):
             raise ValueError(f"{path} is not a GGUF v2/v3 file")
         (count,) = struct.unpack_from("<Q", m, 16)
         pos = 24
@@ -769,19 +769,19 @@ def _cpu_sizing(model: _Model) -> Sizing:
     return Sizing(parallel, ctx_size, None, f"{how}, on a CPU host")
 
 
-def _fixed_sizing(model: _Model, name: str) -> Sizing:
+def _fixed_sizing(model: _Model) -> Sizing:
     """A GPU engine whose size does not depend on the GPUs: counts written, or bounded by
     gpu_memory_gb (both counts 'auto': as many slots as that memory holds)."""
     s = model.s
     if s["kind"] == "chat" and s["parallel"] == s["ctx_size"] == AUTO:
         need, _ = _need_mib(model, 0)
         if model.size is None or not model.kv:
-            raise AnsibleFilterError(_unknown_for_auto(model, name))
+            raise AnsibleFilterError(_unknown_for_auto(model))
         room = (need or 0) - model.weights_mib - RESERVE_MIB
         slots = min(MAX_GPU_SLOTS, int(room // model.slot_mib))
         if slots < 1:
             raise AnsibleFilterError(
-                f"localai_models entry '{name}': gpu_memory_gb {s['gpu_memory_gb']} holds the "
+                f"localai_models entry '{s['name']}': gpu_memory_gb {s['gpu_memory_gb']} holds the "
                 f"weights ({model.weights_mib} MiB) and {RESERVE_MIB} MiB of buffers but no slot "
                 f"of {_slot_tokens(s)} tokens ({model.slot_mib:.0f} MiB); fix: raise "
                 "gpu_memory_gb, or set it to 'auto'"
@@ -793,7 +793,7 @@ def _fixed_sizing(model: _Model, name: str) -> Sizing:
     return Sizing(parallel, ctx_size, need, f"{how}; GPU memory: {what}")
 
 
-def _unknown_for_auto(model: _Model, name: str) -> str:
+def _unknown_for_auto(model: _Model) -> str:
     """The message for an 'auto' entry whose file size or KV size per token is not known."""
     missing = (
         "the size of its file is not known yet (add size_gb: the file's size in GB)"
@@ -802,7 +802,8 @@ def _unknown_for_auto(model: _Model, name: str) -> str:
         "heads x head dim x 2 x 2 bytes, or use a `src` GGUF file, whose header tells)"
     )
     return (
-        f"localai_models entry '{name}' has parallel and ctx_size 'auto' on a GPU host but "
+        f"localai_models entry '{model.s['name']}' has parallel and ctx_size 'auto' on a GPU "
+        "host but "
         f"{missing}; fix: that, or set parallel and ctx_size"
     )
 
@@ -818,7 +819,7 @@ def _layout_need(model: _Model, fixed: Sizing | None) -> int | None:
     if fixed is not None:
         return fixed.need_mib
     if model.size is None or not model.kv:
-        raise AnsibleFilterError(_unknown_for_auto(model, model.s["name"]))
+        raise AnsibleFilterError(_unknown_for_auto(model))
     return model.weights_mib + int(model.slot_mib + 1) + RESERVE_MIB
 
 
@@ -883,13 +884,12 @@ def _elastic_sizing(
     Every GPU set an engine runs on (each GPU with replicas, all of them with split, the first
     with single) gives the KV memory left after the other engines, the weights and the
     reserves; the tightest one decides, and all elastic engines get the same number of slots:
-    that memory // (one slot of each), at most MAX_GPU_SLOTS. Raises when the GPUs' memory is
-    not known (unified-memory parts report none) or holds no slot.
+    that memory // (one slot of each), at most MAX_GPU_SLOTS. Raises when it holds no slot;
+    the GPUs' memory sizes are known (_check_gpu_memory ran before the layout was chosen).
     """
     elastic = [i for i, model in enumerate(models) if fixed[i] is None]
     if not elastic:
         return {}
-    _check_gpu_memory(models, fixed, gpus)
     names = ", ".join(f"'{models[i].s['name']}'" for i in elastic)
     groups = {"replicas": [[g] for g in gpus], "split": [gpus]}.get(layout, [gpus[:1]])
     first = gpus[0]["index"]
@@ -1128,7 +1128,7 @@ def localai_engine_plan(
     if gpu_mode == "cpu":
         sizing = [_cpu_sizing(model) for model in known]
     else:
-        fixed = [None if m.elastic else _fixed_sizing(m, m.s["name"]) for m in known]
+        fixed = [None if m.elastic else _fixed_sizing(m) for m in known]
         needs: dict[str, list[int | None]] = {"chat": [], "embedding": []}
         for model, size in zip(known, fixed, strict=True):
             need = _layout_need(model, size)

@@ -297,7 +297,9 @@ def test_the_written_kv_field_wins_over_the_header(tmp_path):
     assert lm._kv_bytes_per_token(entry, stat_src=True) == 65536
 
 
-@pytest.mark.parametrize("content", [b"NOPE" + b"\0" * 20, b"GGUF" + struct.pack("<IQQ", 3, 0, 5)])
+@pytest.mark.parametrize(
+    "content", [b"", b"GGUF", b"NOPE" + b"\0" * 20, b"GGUF" + struct.pack("<IQQ", 3, 0, 5)]
+)
 def test_a_file_that_is_not_gguf_or_is_cut_short_tells_nothing(tmp_path, content):
     path = tmp_path / "broken.gguf"
     path.write_bytes(content)
