@@ -31,12 +31,16 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Sequence
+from collections.abc import AsyncGenerator, Sequence
 from typing import Any
 
 import httpx
 import tiktoken
 from litellm.integrations.custom_logger import CustomLogger
+
+# Imported for its effect: it points TIKTOKEN_CACHE_DIR at the encodings LiteLLM ships (tiktoken
+# would download them otherwise, and the stack has no internet). LiteLLM imports it lazily.
+from litellm.litellm_core_utils import default_encoding  # noqa: F401
 from litellm.proxy import proxy_server
 from litellm.proxy._types import ProxyException
 
@@ -83,8 +87,8 @@ def _engine(deployment: dict[str, Any]) -> tuple[str, dict[str, str]]:
 def openai_encoding(alias: str) -> tiktoken.Encoding | None:
     """The tiktoken encoding of an alias that names an OpenAI model, else None.
 
-    text-embedding-ada-002 and gpt-3.5-turbo -> cl100k_base (tiktoken's model table; LiteLLM
-    ships the file and points TIKTOKEN_CACHE_DIR at it, so this works offline).
+    text-embedding-ada-002 and gpt-3.5-turbo -> cl100k_base (tiktoken's model table, read from
+    the files LiteLLM ships: see the default_encoding import).
     """
     try:
         return tiktoken.encoding_for_model(alias)
@@ -155,6 +159,25 @@ class RequestRules(CustomLogger):
             cap_max_tokens(data, _limit(deployments, "max_output_tokens"))
         return data
 
+    async def async_post_call_streaming_iterator_hook(
+        self, user_api_key_dict: Any, response: Any, request_data: dict
+    ) -> AsyncGenerator[Any, None]:
+        """The usage chunk of a stream carries `choices: []`, as OpenAI's API reference says.
+
+        LiteLLM 1.108.0 sends it as `choices: [{"index": 0, "delta": {}}]`, which code written
+        to OpenAI's docs (`if not chunk.choices: read the usage`) takes for a content chunk.
+        """
+        del user_api_key_dict, request_data
+        async for chunk in response:
+            choices = getattr(chunk, "choices", None)
+            if (
+                getattr(chunk, "usage", None) is not None
+                and choices
+                and all(_empty_choice(choice) for choice in choices)
+            ):
+                chunk.choices = []
+            yield chunk
+
     async def _embedding(self, data: dict, deployments: list[dict[str, Any]]) -> None:
         """Decode OpenAI token ids, refuse over-long inputs and unservable dimensions."""
         alias = data["model"]
@@ -223,6 +246,14 @@ class RequestRules(CustomLogger):
                     continue
             return self._vector_sizes[root]
         return None
+
+
+def _empty_choice(choice: Any) -> bool:
+    """A streamed choice that says nothing: no finish_reason, no content or tool calls."""
+    delta = getattr(choice, "delta", None)
+    return getattr(choice, "finish_reason", None) is None and not any(
+        getattr(delta, field, None) for field in ("content", "tool_calls", "function_call")
+    )
 
 
 def refuse_over_long(alias: str, counts: Sequence[int | None], limit: int) -> None:
