@@ -526,9 +526,9 @@ def _program(kind: str, index: int, name: str, replica: int | None = None) -> st
 # GPU memory of one engine (the `auto` layout, the fit check and the `auto` sizes). The model
 # file is loaded whole into GPU memory; on top of it come the KV cache (ctx_size tokens at
 # kv_bytes_per_token) and RESERVE_MIB per GPU for the CUDA context and the compute buffers.
-# Measured with a Llama-3-8B Q8_0 file (8,146 MiB): 32 slots x 4,096 tokens took 24,701 MiB on
-# an H100 (BENCHMARKS.md, "Tuning the chat engine": weights + 16,384 MiB of KV cache + 171 MiB),
-# 64 slots 41.1 GB on an H200: the buffers stay at a few hundred MiB, inside the reserve.
+# Measured with a Llama-3-8B Q8_0 file (8,146 MiB; BENCHMARKS.md, "the chat engine's GPU memory
+# against its slots"): 8, 25 and 64 slots of 4,096 tokens took weights + KV cache + 164-166 MiB
+# on an H200 (12,406, 21,112 and 41,078 MiB), so the reserve leaves about 860 MiB.
 # Without a KV size per token the cache is guessed as KV_MARGIN_PCT of the file. An entry's
 # gpu_memory_gb replaces the whole estimate. Each GPU also keeps HEADROOM_PCT of its memory free
 # (other processes, a display, fragmentation).
