@@ -71,3 +71,14 @@ def test_docker_runs_with_the_nvidia_runtime(host):
     journal = host.run("journalctl -u docker --no-pager -n 30").stdout
     assert runtimes.rc == 0, f"docker info failed: {runtimes.stderr}\n{journal}"
     assert "nvidia" in json.loads(runtimes.stdout), f"{runtimes.stdout}\n{journal}"
+
+
+def test_docker_comes_from_the_pinned_repository_source(host):
+    """docker_engine_source: docker, against the signed stand-in of Docker's repository."""
+    assert host.package("python3-debian").is_installed  # deb822_repository needs it
+    source = host.file("/etc/apt/sources.list.d/docker.sources").content_string
+    assert "URIs: http://127.0.0.1:8080" in source, source
+    assert "Signed-By: /etc/apt/keyrings/docker.asc" in source, source
+    version = host.package("docker-ce").version
+    assert version.startswith("5:28.5.2"), version
+    assert host.package("docker-buildx-plugin").is_installed
