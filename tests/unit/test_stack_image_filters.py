@@ -102,4 +102,5 @@ def test_filter_module_exports_every_filter():
         "stack_image_cert_names",
         "stack_image_context_digest",
         "stack_image_tag",
+        "stack_image_wheels_missing",
     }

@@ -94,6 +94,42 @@ def stack_image_tag(name: str, ref: str, archs: str, digest: str) -> str:
     return f"{name}:{ref_part}{suffix}"
 
 
+_REQUIREMENT = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==(\S+)")
+_HASH = re.compile(r"--hash=sha256:([0-9a-f]{64})")
+
+
+def stack_image_requirements(text: str) -> list[dict[str, object]]:
+    """The pins of a pip-compile --generate-hashes file: [{"pin": "aiohttp==3.14.5", "hashes":
+    ["<sha256>", ...]}, ...], one per requirement, with the hashes of its continuation lines.
+    """
+    pins: list[dict[str, object]] = []
+    for line in text.splitlines():
+        stripped = line.strip()
+        requirement = _REQUIREMENT.match(stripped)
+        if requirement:
+            pins.append({"pin": f"{requirement.group(1)}=={requirement.group(2)}", "hashes": []})
+        if pins and not stripped.startswith("#"):
+            hashes = pins[-1]["hashes"]
+            assert isinstance(hashes, list)
+            hashes.extend(_HASH.findall(stripped))
+    return pins
+
+
+def stack_image_wheels_missing(text: str, files: Iterable[Mapping[str, object]]) -> list[str]:
+    """The pins of a hashed requirements file that no wheel of `files` satisfies.
+
+    `files` are the bundle's wheels, [{"name": "x.whl", "sha256": "..."}]. A pin is met when a
+    .whl file's sha256 is one of its hashes: that is exactly what `pip install --no-index
+    --require-hashes` will accept, so a miss here is a build that would fail, said before it runs.
+    """
+    have = {str(entry["sha256"]) for entry in files if str(entry["name"]).endswith(".whl")}
+    return [
+        str(pin["pin"])
+        for pin in stack_image_requirements(text)
+        if not have.intersection(pin["hashes"])  # type: ignore[arg-type]
+    ]
+
+
 class FilterModule:
     """Ansible entry point."""
 
@@ -105,4 +141,5 @@ class FilterModule:
             "stack_image_cert_names": stack_image_cert_names,
             "stack_image_context_digest": stack_image_context_digest,
             "stack_image_tag": stack_image_tag,
+            "stack_image_wheels_missing": stack_image_wheels_missing,
         }
