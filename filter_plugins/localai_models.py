@@ -497,8 +497,8 @@ def _engine_args(s: dict[str, Any], host: str, port: int, model_path: str, cpu: 
         jinja = s.get("jinja")
         if jinja is None:
             # Without a named template the model's own (the GGUF's tokenizer.chat_template) runs
-            # on llama-server's Jinja path, the one that knows tools: tool calls come back as
-            # OpenAI tool_calls (a grammar holds the output to them). A template NAME (llama3,
+            # on llama-server's Jinja path, the only one that takes `tools` (parsed into OpenAI
+            # tool_calls when the template describes tools). A template NAME (llama3,
             # mistral-v1, ...) is one of llama-server's built-in templates, for files that carry
             # none, which only the non-Jinja path knows: with Jinja on the name itself is taken
             # as the template text and every prompt renders as the word "llama3" (seen on ref
