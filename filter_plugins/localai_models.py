@@ -538,10 +538,14 @@ HEADROOM_PCT = 5
 MIB = 1048576
 # `auto` slots. CPU hosts: 8, as before (the KV cache lives in RAM: 8 x 4,096 tokens x 128 KiB =
 # 4 GiB for the default model). GPU hosts: what the memory holds, at most 64. Measured on an H200
-# (synthetic Llama-3-8B, 256-token replies, 64 clients, direct to the engine): 32 slots gave
-# 1,678 tok/s with a median time to first token of 5.1 s (half the clients queue for a slot),
-# 64 slots 2,017 tok/s and 0.55 s. More slots than the clients the proxy is sized for only hold
-# memory: nothing measured says they pay, so 64 is the ceiling.
+# (BENCHMARKS.md, "how many chat slots pay": synthetic Llama-3-8B, 256-token replies, direct to
+# the engine, one run): at 64 clients 32 slots gave 1,686 tok/s with a median time to first token
+# of 5.1 s (half the clients queue for a slot), 64 slots 1,992 tok/s and 0.56 s. Past 64 busy
+# slots the total barely grows: at 128 clients 64, 96 and 128 slots gave 1,859, 1,971 and 2,034
+# tok/s, each reply streaming at 29.8, 21.1 and 16.7 tok/s (the wait for a slot turns into slower
+# replies). And slots beyond the busy ones can cost: 96 slots at 64 clients gave 1,126 tok/s, the
+# busy slots spread over all 96. So 64 is the ceiling; a user who expects more requests at once
+# writes `parallel`.
 CPU_SLOTS = 8
 MAX_GPU_SLOTS = 64
 
