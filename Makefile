@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.requirements-dev.sha256
 SCENARIOS ?= default gpu_facts fleet debian13
 
-.PHONY: provision controller test deps engine base-images fixtures lint unit molecule syntax clean-cache
+.PHONY: provision controller test deps engine base-images fixtures test-bundle lint unit molecule syntax clean-cache
 
 test: deps engine base-images fixtures lint unit syntax molecule
 
@@ -38,6 +38,13 @@ base-images: engine
 fixtures: deps
 	scripts/make-fixtures.sh
 
+# The air-gapped test bundle the debian13 scenario provisions from: made with the real bundle
+# playbook, from the fixtures and the test base images (a rerun only checks and re-indexes).
+test-bundle: deps base-images fixtures
+	MOLECULE_PROJECT_DIRECTORY=$(CURDIR) $(BIN)/ansible-playbook playbooks/bundle.yml \
+	  -e localai_bundle=$(CURDIR)/.cache/bundle \
+	  -e @molecule/shared/vars/airgap-test.yml -e @molecule/debian13/vars/bundle-inputs.yml
+
 lint: deps
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -50,7 +57,7 @@ unit: deps
 syntax: deps
 	$(BIN)/ansible-playbook site.yml --syntax-check
 
-molecule: deps engine base-images fixtures
+molecule: deps engine base-images fixtures test-bundle
 	for s in $(SCENARIOS); do \
 	  PATH=$(abspath $(BIN)):$$PATH $(BIN)/molecule test -s $$s; \
 	done
