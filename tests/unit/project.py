@@ -12,7 +12,6 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
-import jinja2
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
@@ -28,19 +27,13 @@ def load(name: str, relative_path: str) -> ModuleType:
     return module
 
 
-def default_models(gpu_mode: str = "gpu") -> list[dict]:
-    """The default model list (`localai_models` in group_vars/all.yml), as Ansible templates it.
+def default_models() -> list[dict]:
+    """The default model list (`localai_models` in group_vars/all.yml), the one place it is named.
 
-    The one place the defaults are named; string values that are Jinja expressions are rendered
-    with `localai_gpu_mode` set, and all-digit results become ints, as Ansible's native types do.
+    Its entries are plain values (sizes the plan cannot know are "auto"), so they are used as
+    read; a Jinja expression in one would need Ansible to render it, and fails here instead.
     """
     models = yaml.safe_load((REPO / "group_vars/all.yml").read_text())["localai_models"]
-    env = jinja2.Environment()
-
-    def render(value: object) -> object:
-        if isinstance(value, str) and "{{" in value:
-            value = env.from_string(value).render(localai_gpu_mode=gpu_mode)
-            return int(value) if value.isdigit() else value
-        return value
-
-    return [{key: render(value) for key, value in entry.items()} for entry in models]
+    templated = [f"{e['name']}.{k}" for e in models for k, v in e.items() if "{{" in str(v)]
+    assert not templated, f"default model fields need Ansible to render: {templated}"
+    return models

@@ -22,7 +22,7 @@ KV = 131072  # Llama-3-8B, f16: 32 layers x 8 KV heads x 128 x 2 x 2 bytes
 
 def defaults() -> list[dict]:
     """localai_models as group_vars/all.yml ships it."""
-    return default_models("gpu")
+    return default_models()
 
 
 def gpus(memory_mib: int, count: int = 1) -> list[dict]:

@@ -37,7 +37,7 @@ def render(engines: list[dict]) -> str:
 
 
 def test_default_models_render_a_valid_config():
-    engines = plugin.localai_engine_plan(default_models("gpu"), "gpu", gpus=ONE_GPU)
+    engines = plugin.localai_engine_plan(default_models(), "gpu", gpus=ONE_GPU)
     config = yaml.safe_load(render(engines))
     assert check.problems(config) == []
     by_alias = {m["model_name"]: m for m in config["model_list"]}
@@ -64,7 +64,7 @@ def test_default_models_render_a_valid_config():
 
 
 def test_replicas_share_one_alias():
-    engines = plugin.localai_engine_plan(default_models("gpu"), "gpu", gpus=ONE_GPU)
+    engines = plugin.localai_engine_plan(default_models(), "gpu", gpus=ONE_GPU)
     engines.append(dict(engines[0], port=8091, program="llamacpp-chat-2"))
     config = yaml.safe_load(render(engines))
     assert [m["model_name"] for m in config["model_list"]].count("gpt-3.5-turbo") == 2
@@ -81,14 +81,14 @@ def test_replicas_share_one_alias():
     ],
 )
 def test_check_refuses_bad_configs(mutate, problem):
-    config = yaml.safe_load(render(plugin.localai_engine_plan(default_models("cpu"), "cpu")))
+    config = yaml.safe_load(render(plugin.localai_engine_plan(default_models(), "cpu")))
     mutate(config)
     assert any(problem in p for p in check.problems(config))
 
 
 def test_check_main_on_files(tmp_path):
     good = tmp_path / "good.yaml"
-    good.write_text(render(plugin.localai_engine_plan(default_models("cpu"), "cpu")))
+    good.write_text(render(plugin.localai_engine_plan(default_models(), "cpu")))
     assert check.main(str(good)) == 0
     bad = tmp_path / "bad.yaml"
     bad.write_text("model_list: [unclosed\n")

@@ -44,9 +44,8 @@ def test_valid_list_has_no_errors():
     assert lm.localai_models_validate(good()) == []
 
 
-@pytest.mark.parametrize("gpu_mode", ["gpu", "cpu"])
-def test_default_models_are_valid(gpu_mode):
-    assert lm.localai_models_validate(default_models(gpu_mode)) == []
+def test_default_models_are_valid():
+    assert lm.localai_models_validate(default_models()) == []
 
 
 @pytest.mark.parametrize(
