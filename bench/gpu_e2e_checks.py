@@ -1,0 +1,169 @@
+#!/usr/bin/env python3
+"""Check a serving stack through its published port with the official openai SDK.
+
+Run by bench/gpu_e2e.sh with the image's own venv (it holds the openai SDK LiteLLM pins), from a
+container on the host network, so the requests take the path a client's take: the published
+port, the key, the proxy, the engines on the GPU. With synthetic models the text means nothing,
+so the checks are about form: a Japanese request answered with strictly valid UTF-8 of exactly
+the asked length, streamed chunks that join to such text with the same count, embeddings of the
+model's width in the SDK's default base64 and in float (the same vector), a wrong key refused.
+
+Prints one JSON object: {"passed": [names], "details": {name: figures}}; exits 1 on the first
+failed check (its message on stderr).
+
+    python3 gpu_e2e_checks.py --url http://127.0.0.1:28000/v1 --key KEY [--tokens 64] [--dim 384]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from typing import Any
+
+import openai
+
+CHAT_MODEL = "gpt-3.5-turbo"
+EMBEDDING_MODEL = "text-embedding-ada-002"
+MESSAGES = [
+    {"role": "system", "content": "あなたは優秀な観光ガイドです。"},
+    {"role": "user", "content": "自己紹介をしてください"},
+]
+
+
+def check(condition: bool, message: str) -> None:
+    """Stop the run with MESSAGE unless CONDITION holds."""
+    if not condition:
+        raise SystemExit(f"FAILED: {message}")
+
+
+def chat(client: openai.OpenAI, tokens: int) -> dict[str, Any]:
+    """A non-streamed Japanese request: the body strict UTF-8, the reply TOKENS tokens long."""
+    raw = client.chat.completions.with_raw_response.create(
+        model=CHAT_MODEL,
+        messages=MESSAGES,
+        max_tokens=tokens,
+        temperature=0.01,
+        top_p=0.01,
+        extra_body={"ignore_eos": True},
+    )
+    body = raw.http_response.content.decode("utf-8", errors="strict")
+    reply = raw.parse()
+    text = reply.choices[0].message.content or ""
+    check(
+        reply.usage.completion_tokens == tokens,
+        f"chat: {reply.usage.completion_tokens} tokens, asked {tokens}",
+    )
+    check(
+        reply.choices[0].finish_reason == "length",
+        f"chat: finish_reason {reply.choices[0].finish_reason}",
+    )
+    check(len(text) > 0, "chat: empty text")
+    return {
+        "bytes": len(body.encode()),
+        "chars": len(text),
+        "tokens": reply.usage.completion_tokens,
+    }
+
+
+def stream(client: openai.OpenAI, tokens: int) -> dict[str, Any]:
+    """A streamed request: the body strict UTF-8, the deltas joined to TOKENS tokens of text."""
+    parts: list[str] = []
+    usage = None
+    finish = None
+    with client.chat.completions.with_streaming_response.create(
+        model=CHAT_MODEL,
+        messages=MESSAGES,
+        max_tokens=tokens,
+        stream=True,
+        stream_options={"include_usage": True},
+        extra_body={"ignore_eos": True},
+    ) as response:
+        body = b"".join(response.http_response.iter_bytes())
+    for line in body.decode("utf-8", errors="strict").splitlines():
+        if not line.startswith("data: ") or line == "data: [DONE]":
+            continue
+        chunk = json.loads(line[len("data: ") :])
+        for choice in chunk.get("choices") or []:
+            parts.append((choice.get("delta") or {}).get("content") or "")
+            finish = choice.get("finish_reason") or finish
+        usage = chunk.get("usage") or usage
+    text = "".join(parts)
+    check(usage is not None, "stream: no usage chunk")
+    check(
+        usage["completion_tokens"] == tokens,
+        f"stream: {usage['completion_tokens']} tokens, asked {tokens}",
+    )
+    check(finish == "length", f"stream: finish_reason {finish}")
+    check(len(text) > 0, "stream: empty text")
+    return {"chunks": len(parts), "chars": len(text), "tokens": usage["completion_tokens"]}
+
+
+def cosine(a: list[float], b: list[float]) -> float:
+    """Cosine similarity of two vectors of the same length."""
+    dot = sum(x * y for x, y in zip(a, b, strict=True))
+    return dot / (math.sqrt(sum(x * x for x in a)) * math.sqrt(sum(y * y for y in b)))
+
+
+def embeddings(client: openai.OpenAI, dim: int) -> dict[str, Any]:
+    """The SDK's default (base64) and float encodings: DIM wide, finite, the same vector."""
+    text = "query: 夕飯はお肉です。"
+    default = client.embeddings.create(
+        model=EMBEDDING_MODEL, input=[text, "passage: 東京は日本の首都です。"]
+    )
+    floats = client.embeddings.create(model=EMBEDDING_MODEL, input=text, encoding_format="float")
+    vec64, vecf = default.data[0].embedding, floats.data[0].embedding
+    check(len(default.data) == 2, f"embeddings: {len(default.data)} vectors for 2 inputs")
+    check(
+        len(vec64) == dim and len(vecf) == dim,
+        f"embeddings: widths {len(vec64)}, {len(vecf)}; want {dim}",
+    )
+    check(all(math.isfinite(x) for x in vec64 + vecf), "embeddings: non-finite values")
+    same = cosine(vec64, vecf)
+    check(same > 0.9999, f"embeddings: base64 and float vectors differ (cosine {same:.6f})")
+    return {"dim": len(vec64), "cosine_base64_float": round(same, 6)}
+
+
+def wrong_key(url: str) -> dict[str, Any]:
+    """A wrong key gets 401 (openai.AuthenticationError)."""
+    client = openai.OpenAI(base_url=url, api_key="sk-wrong-key-0000000000000000", max_retries=0)
+    try:
+        client.models.list()
+    except openai.AuthenticationError as err:
+        return {"status": err.status_code}
+    raise SystemExit("FAILED: wrong_key: the request was accepted")
+
+
+def models(client: openai.OpenAI) -> dict[str, Any]:
+    """/v1/models lists both aliases."""
+    names = sorted(m.id for m in client.models.list().data)
+    check({CHAT_MODEL, EMBEDDING_MODEL} <= set(names), f"models: {names}")
+    return {"ids": names}
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--url", required=True, help="base URL with /v1")
+    p.add_argument("--key", required=True)
+    p.add_argument("--tokens", type=int, default=64, help="reply length asked for, in tokens")
+    p.add_argument("--dim", type=int, default=384, help="the embedding model's width")
+    a = p.parse_args()
+    client = openai.OpenAI(base_url=a.url, api_key=a.key, max_retries=0, timeout=120)
+    result: dict[str, Any] = {"passed": [], "details": {}}
+    for name, run in (
+        ("models", lambda: models(client)),
+        ("chat_japanese_utf8", lambda: chat(client, a.tokens)),
+        ("stream_japanese_utf8", lambda: stream(client, a.tokens)),
+        ("embeddings_base64_float", lambda: embeddings(client, a.dim)),
+        ("wrong_key_401", lambda: wrong_key(a.url)),
+    ):
+        result["details"][name] = run()
+        result["passed"].append(name)
+        print(f"{name}: {result['details'][name]}", file=sys.stderr)
+    print(json.dumps(result, ensure_ascii=False))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
