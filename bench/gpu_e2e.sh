@@ -269,7 +269,7 @@ phase_bases() {
   rm -rf "$ctx" && mkdir -p "$ctx/cmake"
   cmake_data=$("$PY" -c 'import cmake, os; print(os.path.join(os.path.dirname(cmake.__file__), "data"))' 2>/dev/null || true)
   if [ -d "$cmake_data/bin" ]; then cp -a "$cmake_data/." "$ctx/cmake/"; fi
-  printf 'FROM %s\nRUN mkdir -p -m 1777 /tmp\nCOPY cmake/ /usr/local/\nRUN grep PRETTY_NAME /etc/os-release && nvcc --version | tail -1 && (cmake --version | head -1)\n' \
+  printf 'FROM %s\nRUN mkdir -p -m 1777 /tmp && mkdir -p /var/cache/apt/archives/partial /var/cache/debconf /var/log/apt\nCOPY cmake/ /usr/local/\nRUN grep PRETTY_NAME /etc/os-release && nvcc --version | tail -1 && (cmake --version | head -1)\n' \
     "$raw" >"$ctx/Dockerfile"
   DOCKER_BUILDKIT=1 docker build --network none -q -t "$build" "$ctx" >/dev/null
   [ "$runtime" = "$build" ] || docker tag "$build" "$runtime"

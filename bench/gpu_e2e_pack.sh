@@ -83,7 +83,7 @@ for entry in "${STANDIN_TOOLS[@]}"; do
     "Maintainer: localai-llamacpp" "Description: stand-in: $name is in the base image outside dpkg" \
     " For a stand-in base image made from a machine's root file system (bench/gpu_e2e.sh)." \
     >"$pkg/DEBIAN/control"
-  printf '#!/bin/sh\nset -e\n%s >/dev/null || { echo "stand-in %s: not in the base image" >&2; exit 1; }\n' \
+  printf '#!/bin/sh\nset -e\nPATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:$PATH\n%s >/dev/null || { echo "stand-in %s: not in the base image" >&2; exit 1; }\n' \
     "$check" "$name" >"$pkg/DEBIAN/postinst"
   chmod 0755 "$pkg/DEBIAN/postinst"
   dpkg-deb --root-owner-group -Zxz --build "$pkg" "$repo/${name}_0~localai-standin_all.deb" >/dev/null

@@ -110,6 +110,26 @@ def test_default_builds_cuda_for_llama_cpp_s_own_list(tmp_path, env):
     assert not any(f.startswith("-DCMAKE_CUDA_ARCHITECTURES") for f in configure)
 
 
+@pytest.mark.parametrize("archs", ["61", "default"])
+def test_gpu_build_links_without_the_driver_library(tmp_path, env, archs):
+    """A build host has no libcuda.so.1 (only the toolkit's stub): the link must not need it.
+
+    Found by the CUDA 12.4 build for compute capability 6.1 on a CPU machine
+    (bench/build_cuda12_sm61.sh): llama-server's link failed with undefined cuMem* references of
+    libggml-cuda.so. llama.cpp's .devops/cuda.Dockerfile links with the same flag.
+    """
+    result = run(tmp_path, env, "-a", archs)
+    assert result.returncode == 0, result.stderr
+    configure = cmake_calls(tmp_path)[0].split()
+    assert "-DCMAKE_EXE_LINKER_FLAGS=-Wl,--allow-shlib-undefined" in configure
+
+
+def test_cpu_build_links_strictly(tmp_path, env):
+    result = run(tmp_path, env, "-a", "")
+    assert result.returncode == 0, result.stderr
+    assert "allow-shlib-undefined" not in cmake_calls(tmp_path)[0]
+
+
 @pytest.mark.parametrize("archs", ["6.1", "61,75", "native", "75;"])
 def test_bad_architectures_fail_before_cmake(tmp_path, env, archs):
     result = run(tmp_path, env, "-a", archs)

@@ -90,6 +90,13 @@ else
   flags+=(-DGGML_CUDA=OFF "-DGGML_NATIVE=$cpu_native")
   kind="cpu (native=$cpu_native)"
 fi
+if [ -n "$archs" ]; then
+  # The executables link libggml-cuda.so, which needs the driver's libcuda.so.1; a build host
+  # (docker build, a CPU machine) has only the toolkit's stub libcuda.so, so ld must not insist
+  # on resolving a shared library's own dependencies there: llama.cpp's .devops/cuda.Dockerfile
+  # links the same way. At run time the driver's library is there (ldd check below).
+  flags+=("-DCMAKE_EXE_LINKER_FLAGS=-Wl,--allow-shlib-undefined")
+fi
 if [ -n "${LLAMA_BUILD_COMMIT:-}" ]; then
   flags+=("-DLLAMA_BUILD_COMMIT=$LLAMA_BUILD_COMMIT")
 fi
