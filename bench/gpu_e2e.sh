@@ -231,7 +231,7 @@ playbook() {
 phase_facts() {
   if [ -s "$E2E/facts.json" ]; then return 0; fi
   phase_ansible
-  E2E_KEY=unused-for-facts-0000000000 playbook -e e2e_stage=facts >"$OUT/facts.log" 2>&1 ||
+  playbook -e e2e_stage=facts >"$OUT/facts.log" 2>&1 ||
     { tail -30 "$OUT/facts.log" >&2; return 1; }
   log "facts: $(json "$E2E/facts.json" '[g["name"] for g in d["gpus"]], d["cuda_architectures"], d["cuda_image_version"], d["base_build"], d["base_runtime"]')"
 }
@@ -318,14 +318,12 @@ with tarfile.open(sys.argv[1]) as tar:
              for m in tar.getmembers() if m.isfile()]
 print(json.dumps(files))
 EOF
-    [ -s "$E2E/key" ] || "$PY" -c 'import secrets; print("sk-" + secrets.token_hex(24))' >"$E2E/key"
-    chmod 0600 "$E2E/key"
     rm -f "$E2E/build.rc"
     date +%s >"$E2E/build.start"
     # In its own session, so that it outlives this call.
     export -f playbook standin_ss
     export REPO E2E
-    E2E_KEY="$(cat "$E2E/key")" setsid bash -c \
+    setsid bash -c \
       'playbook -e e2e_stage=build >"$E2E/logs/build.log" 2>&1; echo $? >"$E2E/build.rc"' &
     echo $! >"$E2E/build.pid"
     log "build: started bench/gpu_e2e.yml (log: build.log)"
@@ -370,6 +368,9 @@ EOF
 }
 
 proxy_url() { echo "http://127.0.0.1:$(json "$E2E/facts.json" 'd["port"]')"; }
+# The key litellm_config generated on the host (no litellm_config_master_key given), read where
+# the README tells an operator to read it.
+api_key() { tr -d '\n' <"$(json "$E2E/facts.json" 'd["key_file"]')"; }
 
 phase_serve() {
   local image name=localai-llamacpp
@@ -384,7 +385,7 @@ phase_serve() {
     setsid nohup "${argv[@]}" >"$LOGS/container.log" 2>&1 &
   fi
   local url key code
-  url=$(proxy_url) key=$(cat "$E2E/key")
+  url=$(proxy_url) key=$(api_key)
   while [ "$(left)" -gt 20 ]; do
     code=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $key" \
       -H 'Content-Type: application/json' "$url/v1/chat/completions" \
@@ -404,7 +405,7 @@ phase_check() {
   image=$(cat "$E2E/image.txt")
   docker run --rm --network host --read-only --tmpfs /tmp -v "$REPO/bench:/bench:ro" \
     --entrypoint /opt/localai/venv/bin/python "$image" /bench/gpu_e2e_checks.py \
-    --url "$(proxy_url)/v1" --key "$(cat "$E2E/key")" >"$OUT/checks.json" 2>"$OUT/checks.log" ||
+    --url "$(proxy_url)/v1" --key "$(api_key)" >"$OUT/checks.json" 2>"$OUT/checks.log" ||
     { log "check: FAILED"; cat "$OUT/checks.log" >&2; return 1; }
   log "check: $(json "$OUT/checks.json" 'str(len(d["passed"])) + " passed: " + ", ".join(d["passed"])')"
 }
@@ -427,7 +428,7 @@ loadgen_levels() {
 
 phase_bench() {
   local image key name=localai-llamacpp
-  image=$(cat "$E2E/image.txt") key=$(cat "$E2E/key")
+  image=$(cat "$E2E/image.txt") key=$(api_key)
   log "bench: GPU memory, stack serving: $(gpu_memory)"
   echo "{\"stack_serving\": \"$(gpu_memory)\"}" >"$OUT/gpu-memory.json"
   # Through the published port, as clients see it.
@@ -437,7 +438,7 @@ phase_bench() {
   local engine_port
   engine_port=$(json "$E2E/facts.json" '[e["port"] for e in d["engines"] if e["kind"] == "chat"][0]')
   loadgen_levels "http://127.0.0.1:$engine_port" "container, chat engine direct" \
-    docker run --rm --network "container:$name" -v "$REPO/bench:/bench:ro" \
+    docker run --rm --network "container:$name" -v "$REPO/bench:/bench:ro" --user 0:0 -v "$OUT:$OUT" \
     --entrypoint /opt/localai/venv/bin/python "$image" /bench/loadgen.py --model chat
   # The image's own llama-server, run natively with the plan's arguments (the container stopped
   # first, so the GPU is the native run's alone).
