@@ -25,6 +25,12 @@ Model entry (one dict per model)::
                   for a file that carries none; without it the file's own template runs
     jinja         chat only: true -> --jinja, false -> --no-jinja (optional; default --jinja,
                   or --no-jinja when chat_template names a built-in template)
+    chat_template_file  chat only: a Jinja chat template file on the controller (relative paths
+                  start at the playbook dir), placed beside the model as <file stem>.jinja and
+                  passed as --chat-template-file, in place of the file's own template: for GGUF
+                  files whose template describes no tools (tool calls need one that does, e.g.
+                  a fixed template from llama.cpp's models/templates). Not with chat_template
+                  or jinja: false
     flash_attn    on | off | auto
     n_gpu_layers  layers offloaded to the GPU (int >= 0, or 'all' / 'auto'); 0 in cpu mode
     batch_size, ubatch_size   optional llama-server batch sizes
@@ -115,7 +121,7 @@ COMMON_FIELDS = (
     "gpu_memory_gb",
     "engines_per_gpu",
 )
-CHAT_ONLY = ("max_tokens", "chat_template", "jinja", "kv_bytes_per_token")
+CHAT_ONLY = ("max_tokens", "chat_template", "chat_template_file", "jinja", "kv_bytes_per_token")
 EMBEDDING_ONLY = ("pooling",)
 ALL_FIELDS = COMMON_FIELDS + CHAT_ONLY + EMBEDDING_ONLY
 
@@ -167,6 +173,7 @@ MANAGED_FLAGS = frozenset(
         "--predict",
         "--n-predict",
         "--chat-template",
+        "--chat-template-file",
         "--jinja",
         "--no-jinja",
         "-b",
@@ -353,9 +360,20 @@ def _check_engine(label: str, settings: dict[str, Any]) -> list[str]:
             f"{label}: field 'pooling' is {settings.get('pooling')!r}; fix: one of "
             + ", ".join(POOLING)
         )
-    for field in ("chat_template", "description"):
+    for field in ("chat_template", "chat_template_file", "description"):
         if settings.get(field) is not None and not isinstance(settings[field], str):
             errors.append(f"{label}: field '{field}' is {settings[field]!r}; fix: a string")
+    if settings.get("chat_template_file") is not None:
+        if settings.get("chat_template") is not None:
+            errors.append(
+                f"{label}: fields 'chat_template' and 'chat_template_file' both set; fix: keep "
+                "one (a built-in template name, or a Jinja template file)"
+            )
+        if settings.get("jinja") is False:
+            errors.append(
+                f"{label}: field 'chat_template_file' needs llama-server's Jinja path, but "
+                "'jinja' is false; fix: drop 'jinja' or set it to true"
+            )
     if settings.get("jinja") is not None and not isinstance(settings["jinja"], bool):
         errors.append(f"{label}: field 'jinja' is {settings['jinja']!r}; fix: true or false")
     errors += _check_extra_args(label, settings.get("extra_args"))
@@ -466,6 +484,15 @@ def localai_models_validate(
     return errors + _check_duplicates(models, var_name)
 
 
+def chat_template_path(model_path: str) -> str:
+    """Where a model entry's chat_template_file is placed: beside the model, as <stem>.jinja.
+
+    ``model_path`` is a model file's path (file names end in .gguf, FILE_RE), on the host or in
+    the container; the template's path is the same with ``.jinja`` for ``.gguf``.
+    """
+    return re.sub(r"\.gguf$", ".jinja", model_path)
+
+
 def _engine_args(s: dict[str, Any], host: str, port: int, model_path: str, cpu: bool) -> list[str]:
     """The llama-server command line (without the binary) for one model."""
     args = [
@@ -507,6 +534,8 @@ def _engine_args(s: dict[str, Any], host: str, port: int, model_path: str, cpu: 
         args.append("--jinja" if jinja else "--no-jinja")
         if s.get("chat_template"):
             args += ["--chat-template", s["chat_template"]]
+        if s.get("chat_template_file"):
+            args += ["--chat-template-file", chat_template_path(model_path)]
     return args + [str(a) for a in s["extra_args"]]
 
 
@@ -1297,4 +1326,5 @@ class FilterModule:
             "localai_models_lock": localai_models_lock,
             "localai_models_placed": localai_models_placed,
             "localai_select_gpus": localai_select_gpus,
+            "localai_chat_template_path": chat_template_path,
         }

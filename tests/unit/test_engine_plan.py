@@ -141,6 +141,16 @@ def test_without_a_named_template_the_files_own_runs_on_jinja():
     assert "--jinja" in args and "--no-jinja" not in args and "--chat-template" not in args
 
 
+def test_chat_template_file_is_placed_beside_the_model_and_runs_on_jinja():
+    """A template file replaces the file's own template, on the Jinja path (tools need it)."""
+    chat = {k: v for k, v in models()[0].items() if k != "chat_template"}
+    chat["chat_template_file"] = "templates/tool-use.jinja"
+    args = lm.localai_engine_plan([chat], "cpu")[0]["args"]
+    assert "--jinja" in args and "--no-jinja" not in args and "--chat-template" not in args
+    assert flag(args, "--chat-template-file") == "/models/Llama-3-ELYZA-JP-8B-Q8_0.jinja"
+    assert lm.chat_template_path("ELYZA-JP-8B-Q8_0.gguf") == "ELYZA-JP-8B-Q8_0.jinja"
+
+
 def test_explicit_jinja_with_template_is_kept():
     chat = {**models()[0], "chat_template": "{{ messages }}", "jinja": True}
     args = lm.localai_engine_plan([chat], "cpu")[0]["args"]

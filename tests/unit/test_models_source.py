@@ -203,6 +203,26 @@ def test_missing_controller_file_is_named(tmp_path):
     assert "field 'src'" in result["errors"][0] and "does not exist" in result["errors"][0]
 
 
+def test_chat_template_file_is_resolved_or_named_when_missing(tmp_path):
+    (tmp_path / "m.gguf").write_bytes(b"x")
+    (tmp_path / "tools.jinja").write_text("{{ messages }}")
+    params = {"lock_file": str(tmp_path / "l.yml"), "base_dir": str(tmp_path)}
+    model = {"name": "m", "file": "m.gguf", "src": "m.gguf", "sha256": BLOB_SHA}
+    found = resolve_mod.resolve(
+        FakeModule(models=[{**model, "chat_template_file": "tools.jinja"}], **params)
+    )
+    assert found["errors"] == []
+    assert found["models"][0]["chat_template_src"] == str(tmp_path / "tools.jinja")
+    without = resolve_mod.resolve(FakeModule(models=[model], **params))
+    assert without["models"][0]["chat_template_src"] == ""
+    missing = resolve_mod.resolve(
+        FakeModule(models=[{**model, "chat_template_file": "nope.jinja"}], **params)
+    )
+    assert len(missing["errors"]) == 1
+    assert "field 'chat_template_file'" in missing["errors"][0]
+    assert "does not exist" in missing["errors"][0] and "fix:" in missing["errors"][0]
+
+
 def test_resumable_fetch_verify_and_place(hf, tmp_path):
     path = str(tmp_path / "model.gguf")
     (tmp_path / "model.gguf.partial").write_bytes(BLOB[:100_000])  # an interrupted download

@@ -85,6 +85,25 @@ def test_cpu_build_can_be_portable(tmp_path, env):
     result = run(tmp_path, {**env, "LLAMA_CPU_NATIVE": "OFF"})
     assert result.returncode == 0, result.stderr
     assert "-DGGML_NATIVE=OFF" in cmake_calls(tmp_path)[0].split()
+    assert "amx" not in cmake_calls(tmp_path)[0]  # the portable baseline has none to take out
+
+
+@pytest.mark.skipif(os.uname().machine != "x86_64", reason="AMX is an x86-64 extension")
+def test_native_cpu_build_leaves_amx_out(tmp_path, env):
+    """-march=native without AMX: its kernels crash llama-server on VMs that report AMX.
+
+    Seen on a Sapphire Rapids guest: the natively built server died at its first request,
+    SIGSEGV/SIGILL in ggml_backend_amx_mul_mat (ldtilecfg); built with these flags it serves.
+    """
+    result = run(tmp_path, env, "-a", "")
+    assert result.returncode == 0, result.stderr
+    configure = cmake_calls(tmp_path)[0]
+    no_amx = "-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
+    assert f"-DCMAKE_C_FLAGS={no_amx}" in configure
+    assert f"-DCMAKE_CXX_FLAGS={no_amx}" in configure
+    gpu = run(tmp_path, env, "-a", "90")
+    assert gpu.returncode == 0, gpu.stderr
+    assert "amx" not in cmake_calls(tmp_path)[-2]  # GPU builds are not native: nothing to drop
 
 
 @pytest.mark.parametrize("how", ["option", "env"])
@@ -185,3 +204,56 @@ def test_help_prints_the_usage(tmp_path, env):
     assert result.returncode == 2
     assert "Usage: build-llama-server.sh" in result.stderr
     assert "LLAMA_BUILD_COMMIT" in result.stderr
+
+
+PATCHES = SCRIPT.parent / "llama.cpp-patches"
+FAKE_PATCH = """--- a/server.cpp
++++ b/server.cpp
+@@ -1 +1 @@
+-wait_for(lock, timeout);
++wait_until(lock, deadline);
+"""
+
+
+def test_patches_apply_once_and_a_mismatch_stops_the_build(tmp_path, env):
+    """Applied before configure; a rerun on the patched tree skips it; a foreign tree fails."""
+    patches = tmp_path / "patches"
+    patches.mkdir()
+    (patches / "0001-fix.patch").write_text(FAKE_PATCH)
+    source = tmp_path / "src" / "server.cpp"
+    source.write_text("wait_for(lock, timeout);\n")
+    # An enclosing repository (the fixtures' tree sits in a checkout) must not matter.
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    first = run(tmp_path, env, "-a", "", "-P", str(patches))
+    assert first.returncode == 0, first.stderr
+    assert source.read_text() == "wait_until(lock, deadline);\n"
+    assert "applied 0001-fix.patch" in first.stdout
+    again = run(tmp_path, env, "-a", "", "-P", str(patches))
+    assert again.returncode == 0, again.stderr
+    assert "0001-fix.patch is already applied" in again.stdout
+    assert source.read_text() == "wait_until(lock, deadline);\n"
+    source.write_text("something else\n")
+    (tmp_path / "cmake.log").unlink()
+    foreign = run(tmp_path, env, "-a", "", "-P", str(patches))
+    assert foreign.returncode == 1
+    assert "0001-fix.patch does not apply" in foreign.stderr
+    assert not (tmp_path / "cmake.log").exists()  # stopped before configure
+
+
+def test_the_roles_patches_apply_to_the_pinned_source():
+    """Every patch in the role applies to the llama.cpp tree the fixtures hold (same ref)."""
+    tree = SCRIPT.parents[3] / ".cache/src/llama.cpp"
+    if not (tree / "CMakeLists.txt").exists():
+        pytest.skip("no fixtures source tree (make fixtures)")
+    patches = sorted(PATCHES.glob("*.patch"))
+    assert patches
+    for patch in patches:
+        check = subprocess.run(
+            ["git", "apply", "--check", "-p1", str(patch)], cwd=tree, capture_output=True,
+            text=True, env={**os.environ, "GIT_DIR": "/nonexistent"}, check=False,
+        )  # fmt: skip
+        reverse = subprocess.run(
+            ["git", "apply", "--check", "-R", "-p1", str(patch)], cwd=tree, capture_output=True,
+            text=True, env={**os.environ, "GIT_DIR": "/nonexistent"}, check=False,
+        )  # fmt: skip
+        assert check.returncode == 0 or reverse.returncode == 0, (patch.name, check.stderr)

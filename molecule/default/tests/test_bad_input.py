@@ -73,6 +73,19 @@ CASES: list[tuple[str, dict[str, Any], list[str]]] = [
         ["localai_models[0] (name 'SmolLM2-135M-Instruct'): field 'src'", "does not exist", "fix:"],
     ),
     (
+        "chat-template-file-missing",
+        {
+            "localai_models": models_with(
+                0, {"chat_template_file": str(FIXTURES / "no-such-template.jinja")}
+            )
+        },
+        [
+            "localai_models[0] (name 'SmolLM2-135M-Instruct'): field 'chat_template_file'",
+            "does not exist",
+            "fix:",
+        ],
+    ),
+    (
         "cuda-cannot-build-for-capability",
         {
             "nvidia_toolkit_cuda_architectures_override": "61",

@@ -5,9 +5,9 @@ requirements-dev.txt) and checks that the answer means what was asked: the same 
 text, a tool call with parsed arguments, a 400 that names the limit. Every response body also
 passes ShapeCheck (openai_shapes.py: OpenAI's field list).
 
-The fixture chat model (SmolLM2-135M-Instruct) knows no tools, so tool calls are asked for with
-tool_choice "required"; they stay strict xfails until llama-server makes such a model call one
-(NO_TOOL_TEMPLATE says why).
+The fixture chat model (SmolLM2-135M-Instruct) is served with a tool-describing template (its
+entry's chat_template_file: llama.cpp's Hermes 2 Pro tool-use template); being a 135M model, it
+starts a call when the conversation shows two earlier calls (EARLIER_CALLS), as an agent's does.
 """
 
 from __future__ import annotations
@@ -31,7 +31,9 @@ from scenario import API_KEY, BASE_URL, CONTAINER, PROJECT, TEST_VARS
 os.environ["TIKTOKEN_CACHE_DIR"] = str(PROJECT / ".cache/fixtures/tiktoken")
 
 import tiktoken  # reads TIKTOKEN_CACHE_DIR when it loads an encoding
+from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 from langchain_openai import ChatOpenAI, OpenAIEmbeddings
+from llama_index.core.llms import ChatMessage
 from llama_index.core.tools import FunctionTool
 from llama_index.embeddings.openai_like import OpenAILikeEmbedding
 from llama_index.llms.openai_like import OpenAILike
@@ -62,20 +64,30 @@ WEATHER_TOOL = {
     },
 }
 ASK_WEATHER = "What is the weather in Tokyo? Use the weather tool."
-# llama.cpp 0c1e570 builds its tool-call parser from what the chat template describes
-# (common/chat-auto-parser-generator.cpp: no tool parser unless jinja_caps.supports_tool_calls),
-# and the fixture's template (SmolLM2's ChatML) describes no tools: the reply is text. A
-# tool-describing template (--chat-template-file with llama.cpp's Qwen2.5 or Llama-3.1 template)
-# does not make it pass either: for such JSON tool formats tool_choice "required" still lets any
-# text come before the call (build_tool_parser_json_native: content until "<tool_call>" / "{"),
-# and a named function is refused as "must be string" (tools/server/server-common.cpp), so
-# SmolLM2-135M talks until max_tokens and never starts the call. Strict: these fail the run once
-# a template or model that makes them pass is in place, so the mark cannot outlive the gap.
-NO_TOOL_TEMPLATE = pytest.mark.xfail(
-    strict=True,
-    reason="the fixture's chat template describes no tools, and llama-server 0c1e570's "
-    "tool_choice 'required' does not make a model that never starts a call start one",
-)
+# An agent's conversation so far: two questions answered through the tool. llama.cpp 0c1e570 lets
+# a model write text before its call even with tool_choice "required" (the grammar allows any
+# text up to the call's opening tag), so the 135M fixture must start the call itself; after a
+# bare question it talks instead, after these two turns it calls the tool (greedy, every time).
+EARLIER_CALLS = [
+    ("Osaka", "sunny, 25 C", "It is sunny in Osaka, 25 C."),
+    ("Kyoto", "rain, 18 C", "It is raining in Kyoto, 18 C."),
+]
+
+
+def earlier_call_messages() -> list[dict]:
+    """EARLIER_CALLS as OpenAI chat messages: user, assistant tool call, tool result, answer."""
+    messages: list[dict] = []
+    for n, (city, result, answer) in enumerate(EARLIER_CALLS):
+        arguments = json.dumps({"city": city})
+        call = {"id": f"call_{n}", "type": "function",
+                "function": {"name": "weather", "arguments": arguments}}  # fmt: skip
+        messages += [
+            {"role": "user", "content": f"What is the weather in {city}? Use the weather tool."},
+            {"role": "assistant", "content": None, "tool_calls": [call]},
+            {"role": "tool", "tool_call_id": f"call_{n}", "content": result},
+            {"role": "assistant", "content": answer},
+        ]
+    return messages
 
 
 @pytest.fixture(autouse=True)
@@ -197,38 +209,76 @@ def test_dimensions_the_model_cannot_make_get_400(sdk):
 
 
 def assert_weather_call(name: str, arguments: dict) -> None:
-    """A call of the weather tool whose arguments parsed to the schema's object."""
+    """A call of the weather tool whose arguments parsed to the schema's object, for Tokyo."""
     assert name == "weather"
-    assert isinstance(arguments.get("city"), str) and arguments["city"].strip()
+    assert isinstance(arguments.get("city"), str) and "Tokyo" in arguments["city"], arguments
 
 
-@NO_TOOL_TEMPLATE
-def test_sdk_tool_call_comes_back_as_tool_calls(sdk):
+@pytest.mark.parametrize("tool_choice", ["auto", "required"])
+def test_sdk_tool_call_comes_back_as_tool_calls(sdk, tool_choice):
     reply = sdk.chat.completions.create(
         model=CHAT,
-        messages=[{"role": "user", "content": ASK_WEATHER}],
+        messages=[*earlier_call_messages(), {"role": "user", "content": ASK_WEATHER}],
         tools=[WEATHER_TOOL],
-        tool_choice="required",
+        tool_choice=tool_choice,
         temperature=0,
     )
     choice = reply.choices[0]
     assert choice.finish_reason == "tool_calls"
+    assert len(choice.message.tool_calls) == 1
     call = choice.message.tool_calls[0]
+    assert call.type == "function" and call.id
     assert_weather_call(call.function.name, json.loads(call.function.arguments))
 
 
-@NO_TOOL_TEMPLATE
+def test_sdk_streamed_tool_call_joins_to_the_same_call(sdk):
+    stream = sdk.chat.completions.create(
+        model=CHAT,
+        messages=[*earlier_call_messages(), {"role": "user", "content": ASK_WEATHER}],
+        tools=[WEATHER_TOOL],
+        temperature=0,
+        stream=True,
+    )
+    name, arguments, finish = "", "", None
+    for chunk in stream:
+        if not chunk.choices:  # a usage-only chunk
+            continue
+        for delta in chunk.choices[0].delta.tool_calls or []:
+            assert delta.index == 0
+            if delta.function:
+                name += delta.function.name or ""
+                arguments += delta.function.arguments or ""
+        finish = chunk.choices[0].finish_reason or finish
+    assert finish == "tool_calls"
+    assert_weather_call(name, json.loads(arguments))
+
+
+def langchain_history() -> list:
+    """EARLIER_CALLS as LangChain messages (its own types, which it converts for the request)."""
+    messages: list = []
+    for n, (city, result, answer) in enumerate(EARLIER_CALLS):
+        messages += [
+            HumanMessage(f"What is the weather in {city}? Use the weather tool."),
+            AIMessage("", tool_calls=[{"name": "weather", "args": {"city": city},
+                                       "id": f"call_{n}"}]),
+            ToolMessage(result, tool_call_id=f"call_{n}"),
+            AIMessage(answer),
+        ]  # fmt: skip
+    return messages
+
+
 def test_langchain_tool_call_parsed_and_streamed(http):
     llm = ChatOpenAI(
         model=CHAT, base_url=BASE_URL, api_key=API_KEY, http_client=http, temperature=0,
         max_retries=0,
     )  # fmt: skip
-    with_tools = llm.bind_tools([WEATHER_TOOL], tool_choice="required")
-    message = with_tools.invoke(ASK_WEATHER)
+    with_tools = llm.bind_tools([WEATHER_TOOL])
+    messages = [*langchain_history(), HumanMessage(ASK_WEATHER)]
+    message = with_tools.invoke(messages)
     assert len(message.tool_calls) == 1, message
     assert_weather_call(message.tool_calls[0]["name"], message.tool_calls[0]["args"])
     streamed = None
-    for chunk in with_tools.stream(ASK_WEATHER):
+    for chunk in with_tools.stream(messages):
         streamed = chunk if streamed is None else streamed + chunk
     assert len(streamed.tool_calls) == 1, streamed
     assert_weather_call(streamed.tool_calls[0]["name"], streamed.tool_calls[0]["args"])
@@ -236,14 +286,20 @@ def test_langchain_tool_call_parsed_and_streamed(http):
     assert SHAPES.checked.get("/chat/completions", 0) >= 2
 
 
-@NO_TOOL_TEMPLATE
 def test_llamaindex_tool_call_parsed(http):
     llm = OpenAILike(
         model=CHAT, api_base=BASE_URL, api_key=API_KEY, http_client=http, is_chat_model=True,
         is_function_calling_model=True, temperature=0, max_retries=0,
     )  # fmt: skip
+    history = [ChatMessage.model_validate(m) if m["role"] != "assistant" or m["content"]
+               else ChatMessage(role="assistant", content="",
+                                additional_kwargs={"tool_calls": m["tool_calls"]})
+               for m in earlier_call_messages()]  # fmt: skip
+    for message, raw in zip(history, earlier_call_messages(), strict=True):
+        if raw["role"] == "tool":
+            message.additional_kwargs["tool_call_id"] = raw["tool_call_id"]
     reply = llm.chat_with_tools(
-        [FunctionTool.from_defaults(fn=weather)], ASK_WEATHER, tool_required=True
+        [FunctionTool.from_defaults(fn=weather)], ASK_WEATHER, chat_history=history
     )
     calls = llm.get_tool_calls_from_response(reply, error_on_no_tool_call=True)
     assert len(calls) == 1
@@ -308,23 +364,13 @@ def engine_load(host) -> tuple[float, float]:
     return float(values["requests_processing"]), float(values["requests_deferred"])
 
 
-# LiteLLM's cancel_on_disconnect works: when the client leaves, the proxy cancels its call and
-# closes the connection to llama-server (which then sits in CLOSE-WAIT). llama-server 0c1e570
-# notices a closed connection of a non-streamed request only when its HTTP thread has waited one
-# whole second for results without being woken (tools/server/server-queue.cpp,
-# server_response::recv_with_timeout: condition_results.wait_for(1 s) restarts after every
-# notify_all, and send() wakes every waiting thread for any task's result). While any other
-# client streams, or anything else posts results (even /metrics), the check never runs and the
-# abandoned reply is generated to its end. Streamed requests stop at once (their writes fail).
-# Strict: the test fails the run once a llama.cpp that checks on time makes it pass.
-ENGINE_MISSES_CLOSED_CONNECTIONS = pytest.mark.xfail(
-    strict=True,
-    reason="llama-server 0c1e570 checks a non-streamed request's connection only after 1 s "
-    "without any result: another client's stream keeps the abandoned replies running",
-)
-
-
-@ENGINE_MISSES_CLOSED_CONNECTIONS
+# LiteLLM's cancel_on_disconnect closes the connection to llama-server when the client leaves.
+# llama-server 0c1e570 noticed that for a non-streamed request only after its HTTP thread had
+# waited one whole second without being woken, and any other task's result wakes it (tools/
+# server/server-queue.cpp, server_response::recv_with_timeout): while another client streamed,
+# the abandoned reply was generated to its end. The image's patch (roles/stack_image/files/
+# llama.cpp-patches/0001-server-wait-deadline.patch) gives the wait one deadline; this test failed
+# (a strict xfail) before it.
 def test_abandoned_requests_stop_the_engines_work(host, sdk):
     """Non-streamed long replies whose clients give up after 1.5 s free the engine's slots.
 

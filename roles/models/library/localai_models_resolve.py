@@ -10,8 +10,8 @@ module: localai_models_resolve
 short_description: Resolve the expected sha256 of each model (pinned, lock file, or the source)
 description:
   - Runs on the controller (delegate_to localhost, run_once). Reads the lock file, checks that
-    controller sources exist, and for models without a pinned sha256 learns the checksum the
-    source publishes (Hugging Face X-Linked-Etag, else its model API lfs.oid).
+    controller sources and chat templates exist, and for models without a pinned sha256 learns
+    the checksum the source publishes (Hugging Face X-Linked-Etag, else its model API lfs.oid).
   - Never writes anything; the role writes the returned lock after the files are verified.
 options:
   models:
@@ -45,7 +45,8 @@ author: localai-llamacpp
 RETURN = r"""
 models:
   description: One entry per model with file, url, src (absolute), sha256 ('' when unknown),
-    origin (pinned, lock, learned, unverified) and size (bytes or null).
+    origin (pinned, lock, learned, unverified), size (bytes or null) and chat_template_src
+    (the chat_template_file's absolute path on the controller, '' without one).
   type: list
   returned: always
 lock:
@@ -106,6 +107,23 @@ def _resolve_src(index: int, model: dict[str, Any], base_dir: str) -> tuple[dict
     return out, []
 
 
+def _resolve_chat_template(
+    index: int, model: dict[str, Any], base_dir: str
+) -> tuple[str, list[str]]:
+    """A chat_template_file on the controller: it must be a file; returns its absolute path."""
+    if not model.get("chat_template_file"):
+        return "", []
+    path = os.path.expanduser(str(model["chat_template_file"]))
+    path = path if os.path.isabs(path) else os.path.join(base_dir, path)
+    if not os.path.isfile(path):
+        return path, [
+            f"{_label(index, model)}: field 'chat_template_file' {path} does not exist on the "
+            "controller; fix: put the Jinja template there or correct the path (relative paths "
+            "start at the playbook dir)"
+        ]
+    return path, []
+
+
 def _resolve_sha(
     module: AnsibleModule, index: int, model: dict[str, Any], lock: dict[str, Any], source: str
 ) -> tuple[dict[str, Any], list[str]]:
@@ -158,6 +176,10 @@ def resolve(module: AnsibleModule) -> dict[str, Any]:
             "src": "",
             "size": None,
         }
+        item["chat_template_src"], template_errors = _resolve_chat_template(
+            index, model, p["base_dir"]
+        )
+        errors += template_errors
         if model.get("src"):
             src_info, src_errors = _resolve_src(index, model, p["base_dir"])
             item.update(src_info)

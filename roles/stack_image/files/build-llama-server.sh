@@ -7,7 +7,7 @@
 # One file, two users: the image's Dockerfile (stack_image role) and a person or CI job on a
 # machine without Docker (the GPU proof runs it natively on an H100). Same flags in both places.
 #
-# Usage: build-llama-server.sh [-s SRC] [-b BUILD] [-p PREFIX] [-a ARCHS] [-j JOBS]
+# Usage: build-llama-server.sh [-s SRC] [-b BUILD] [-p PREFIX] [-a ARCHS] [-j JOBS] [-P PATCHES]
 #   -s  llama.cpp source tree                 (env LLAMA_SRC,    default ./llama.cpp)
 #   -b  CMake build directory                 (env LLAMA_BUILD,  default <src>/build-server)
 #   -p  install prefix                        (env LLAMA_PREFIX, default /opt/localai)
@@ -15,6 +15,8 @@
 #       llama.cpp's own portable list (every GPU it supports; several times the build time)
 #                                             (env CUDA_ARCHITECTURES, default "")
 #   -j  parallel jobs                         (env JOBS, default: number of CPUs)
+#   -P  folder of *.patch files (-p1) applied to the source in name order before the build; one
+#       already applied is skipped                (env LLAMA_PATCHES, default none)
 # Env LLAMA_CPU_NATIVE=ON|OFF (CPU builds only, default ON): see the CPU branch below.
 # Env LLAMA_BUILD_COMMIT: what `llama-server --version` reports as its commit when the source
 #   is not a git checkout (an archive); git checkouts report their own.
@@ -31,16 +33,18 @@ prefix="${LLAMA_PREFIX:-/opt/localai}"
 archs="${CUDA_ARCHITECTURES:-}"
 jobs="${JOBS:-}"
 cpu_native="${LLAMA_CPU_NATIVE:-ON}"
+patches="${LLAMA_PATCHES:-}"
 
-usage() { sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 
-while getopts 's:b:p:a:j:h' opt; do
+while getopts 's:b:p:a:j:P:h' opt; do
   case "$opt" in
     s) src="$OPTARG" ;;
     b) build="$OPTARG" ;;
     p) prefix="$OPTARG" ;;
     a) archs="$OPTARG" ;;
     j) jobs="$OPTARG" ;;
+    P) patches="$OPTARG" ;;
     *) usage ;;
   esac
 done
@@ -52,6 +56,29 @@ jobs="${jobs:-$(nproc)}"
 if [ -n "$archs" ] && [ "$archs" != default ] && ! [[ "$archs" =~ ^[0-9]{2,3}[af]?(\;[0-9]{2,3}[af]?)*$ ]]; then
   echo "build-llama-server: CUDA architectures '$archs' are not like '61' or '75;86'" >&2
   exit 2
+fi
+
+# Patches (git apply works on an archive's tree too): each applies whole or the build stops.
+# Paths in a patch are relative to the source tree, so git applies it as to plain files: no
+# repository is looked up (an enclosing checkout, or the dangling .git file of a vendored copy,
+# would make git refuse or apply relative to another root).
+src_apply() { (cd "$src" && GIT_DIR=/nonexistent git apply -p1 "$@"); }
+if [ -n "$patches" ]; then
+  [ -d "$patches" ] || { echo "build-llama-server: no patch folder '$patches'" >&2; exit 2; }
+  patches="$(cd "$patches" && pwd)"
+  for patch in "$patches"/*.patch; do
+    [ -e "$patch" ] || continue
+    if src_apply --check "$patch" 2>/dev/null; then
+      src_apply "$patch"
+      echo "build-llama-server: applied $(basename "$patch")"
+    elif src_apply --check -R "$patch" 2>/dev/null; then
+      echo "build-llama-server: $(basename "$patch") is already applied"
+    else
+      echo "build-llama-server: $(basename "$patch") does not apply to $src:" >&2
+      src_apply --check "$patch" >&2 || true
+      exit 1
+    fi
+  done
 fi
 
 # Common flags: a release build of the server only. No tests/examples; HTTPS and model downloads
@@ -88,6 +115,15 @@ else
   # that host's AVX2/AVX-512 paths for free. Set LLAMA_CPU_NATIVE=OFF for an image meant to be
   # copied to other machines (portable baseline x86-64, slower).
   flags+=(-DGGML_CUDA=OFF "-DGGML_NATIVE=$cpu_native")
+  # Except AMX: where -march=native finds it, ggml's AMX matrix kernels (ggml-cpu/amx) take over
+  # quantized matmuls, and on virtual machines that report AMX without running it (seen on a
+  # Sapphire Rapids guest) llama-server dies at the first request, SIGSEGV or SIGILL in
+  # ggml_backend_amx_mul_mat (ldtilecfg). AVX-512 VNNI serves the same types. GCC applies
+  # -mno-* over -march=native whatever their order.
+  if [ "$cpu_native" = ON ] && [ "$(uname -m)" = x86_64 ]; then
+    flags+=("-DCMAKE_C_FLAGS=-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
+      "-DCMAKE_CXX_FLAGS=-mno-amx-tile -mno-amx-int8 -mno-amx-bf16")
+  fi
   kind="cpu (native=$cpu_native)"
 fi
 if [ -n "$archs" ]; then
