@@ -43,7 +43,8 @@ def localai_status_lines(deployed: dict[str, Any], observed: dict[str, Any]) -> 
                engines (program, kind, model, alias, port, gpu, parallel, ctx_size)
     observed   what the host answered:
                unit       `systemctl is-active localai-llamacpp` (active, inactive, failed, ...)
-               container  docker_container_info's `container` (None when there is none)
+               container  `docker inspect` of the container, its one object (None when there
+                          is none)
                programs   `supervisorctl status` lines inside the container ("name STATE ...")
                load       {engine port: [requests_processing, requests_deferred] or None} from
                           the engines' /metrics (JSON text or a dict)

@@ -93,10 +93,15 @@ def _label(index: int, model: dict[str, Any]) -> str:
     return f"localai_models[{index}] (name '{model.get('name')}')"
 
 
+def _controller_path(value: Any, base_dir: str) -> str:
+    """A path on the controller as an entry gives it: ~ expanded, relative to base_dir."""
+    path = os.path.expanduser(str(value))
+    return path if os.path.isabs(path) else os.path.join(base_dir, path)
+
+
 def _resolve_src(index: int, model: dict[str, Any], base_dir: str) -> tuple[dict, list[str]]:
     """A controller file: it must exist; its size feeds the disk check."""
-    src = os.path.expanduser(str(model["src"]))
-    src = src if os.path.isabs(src) else os.path.join(base_dir, src)
+    src = _controller_path(model["src"], base_dir)
     out = {"src": src, "size": None}
     if not os.path.isfile(src):
         return out, [
@@ -113,8 +118,7 @@ def _resolve_chat_template(
     """A chat_template_file on the controller: it must be a file; returns its absolute path."""
     if not model.get("chat_template_file"):
         return "", []
-    path = os.path.expanduser(str(model["chat_template_file"]))
-    path = path if os.path.isabs(path) else os.path.join(base_dir, path)
+    path = _controller_path(model["chat_template_file"], base_dir)
     if not os.path.isfile(path):
         return path, [
             f"{_label(index, model)}: field 'chat_template_file' {path} does not exist on the "
