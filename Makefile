@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.requirements-dev.sha256
 SCENARIOS ?= default gpu_facts fleet debian13
 
-.PHONY: provision controller test deps engine base-images fixtures test-bundle lint unit molecule syntax clean-cache
+.PHONY: provision controller test deps engine base-images fixtures test-bundle test-tools lint unit molecule syntax clean-cache
 
 test: deps engine base-images fixtures lint unit syntax molecule
 
@@ -45,6 +45,11 @@ test-bundle: deps base-images fixtures
 	  -e localai_bundle=$(CURDIR)/.cache/bundle \
 	  -e @molecule/shared/vars/airgap-test.yml -e @molecule/debian13/vars/bundle-inputs.yml
 
+# Debian's Prometheus: molecule's metrics test scrapes the stack with a real one.
+test-tools:
+	@command -v prometheus >/dev/null 2>&1 || { apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
+
 lint: deps
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -57,7 +62,7 @@ unit: deps
 syntax: deps
 	$(BIN)/ansible-playbook site.yml --syntax-check
 
-molecule: deps engine base-images fixtures test-bundle
+molecule: deps engine base-images fixtures test-bundle test-tools
 	for s in $(SCENARIOS); do \
 	  PATH=$(abspath $(BIN)):$$PATH $(BIN)/molecule test -s $$s; \
 	done

@@ -2,7 +2,8 @@
 
 Why: a broken config would stop the proxy at the next restart; this catches it while the old
 config is still in place. It also refuses a config that carries a literal key (the key belongs
-in the root-only env file, never in this world-readable file).
+in the root-only env file, never in this world-readable file), and one whose metrics routes
+would answer without the key.
 """
 
 from __future__ import annotations
@@ -37,6 +38,18 @@ def problems(config: object) -> list[str]:
             "litellm_settings.callbacks lacks localai_hooks.request_rules (token ids, too long "
             "inputs and max_tokens would reach the engines unchecked)"
         )
+    settings = config.get("litellm_settings") or {}
+    if "prometheus" in callbacks and settings.get("require_auth_for_metrics_endpoint") is not True:
+        found.append(
+            "litellm_settings.require_auth_for_metrics_endpoint must be true with the prometheus "
+            "callback (/metrics would answer without the key)"
+        )
+    for index, route in enumerate(general.get("pass_through_endpoints") or []):
+        if not isinstance(route, dict) or route.get("auth") is not True:
+            found.append(
+                f"general_settings.pass_through_endpoints[{index}] must have auth: true (it would "
+                "answer without the key)"
+            )
     return found
 
 
