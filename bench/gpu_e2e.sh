@@ -17,7 +17,8 @@
 #   models   synthetic models of the default models' shapes, under their file names
 #   build    bench/gpu_e2e.yml: the image build (in the background; `build` again waits)
 #   serve    the unit's ExecStart, run as systemd would (in the background), until ready
-#   check    bench/gpu_e2e_checks.py through port 28000 (the openai SDK of the image's venv)
+#   check    bench/gpu_e2e_checks.py through port 28000 (the openai SDK of the image's venv),
+#            the Prometheus paths too (their scrapes saved as $OUT/metrics-*.prom)
 #   bench    chat at BENCH_LEVELS through port 28000, to the container's chat engine, and to
 #            the image's llama-server run natively with the same arguments; GPU memory
 #   status   what is there
@@ -404,8 +405,11 @@ phase_check() {
   local image
   image=$(cat "$E2E/image.txt")
   docker run --rm --network host --read-only --tmpfs /tmp -v "$REPO/bench:/bench:ro" \
+    -v "$REPO/observability:/observability:ro" -v "$OUT:/out" --user "$(id -u)" \
     --entrypoint /opt/localai/venv/bin/python "$image" /bench/gpu_e2e_checks.py \
-    --url "$(proxy_url)/v1" --key "$(api_key)" >"$OUT/checks.json" 2>"$OUT/checks.log" ||
+    --url "$(proxy_url)/v1" --key "$(api_key)" \
+    --dashboard /observability/grafana-dashboard.json --save-dir /out \
+    >"$OUT/checks.json" 2>"$OUT/checks.log" ||
     { log "check: FAILED"; cat "$OUT/checks.log" >&2; return 1; }
   log "check: $(json "$OUT/checks.json" 'str(len(d["passed"])) + " passed: " + ", ".join(d["passed"])')"
 }

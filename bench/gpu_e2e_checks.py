@@ -6,20 +6,27 @@ container on the host network, so the requests take the path a client's take: th
 port, the key, the proxy, the engines on the GPU. With synthetic models the text means nothing,
 so the checks are about form: a Japanese request answered with strictly valid UTF-8 of exactly
 the asked length, streamed chunks that join to such text with the same count, embeddings of the
-model's width in the SDK's default base64 and in float (the same vector), a wrong key refused.
+model's width in the SDK's default base64 and in float (the same vector), a wrong key refused,
+every Prometheus path (the proxy's, each engine's, the GPUs') refused without the key and
+serving every series the Grafana dashboard reads with it.
 
 Prints one JSON object: {"passed": [names], "details": {name: figures}}; exits 1 on the first
 failed check (its message on stderr).
 
     python3 gpu_e2e_checks.py --url http://127.0.0.1:28000/v1 --key KEY [--tokens 64] [--dim 384]
+        [--dashboard observability/grafana-dashboard.json] [--save-dir DIR]
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import math
 import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
 from typing import Any
 
 import openai
@@ -135,6 +142,55 @@ def wrong_key(url: str) -> dict[str, Any]:
     raise SystemExit("FAILED: wrong_key: the request was accepted")
 
 
+def metrics(root: str, key: str, dashboard: str | None, save_dir: str | None) -> dict[str, Any]:
+    """Every Prometheus path of the port refuses a missing key and, with it, serves its series;
+    the GPU exporter's include what the dashboard's GPU panels read (its JSON, if given)."""
+
+    def get(path: str, with_key: bool) -> tuple[int, str]:
+        request = urllib.request.Request(root + path)
+        if with_key:
+            request.add_header("Authorization", f"Bearer {key}")
+        try:
+            with urllib.request.urlopen(request, timeout=30) as reply:
+                return reply.status, reply.read().decode()
+        except urllib.error.HTTPError as err:
+            return err.code, ""
+
+    paths = {
+        "litellm": "/metrics/",
+        "llamacpp-chat": "/engines/llamacpp-chat/metrics",
+        "llamacpp-embeddings": "/engines/llamacpp-embeddings/metrics",
+        "gpu-metrics": "/gpus/metrics",
+    }
+    found: dict[str, int] = {}
+    names: set[str] = set()
+    for program, path in paths.items():
+        status, _ = get(path, with_key=False)
+        check(status == 401, f"metrics: {path} answered {status} without the key")
+        status, text = get(path, with_key=True)
+        check(status == 200, f"metrics: {path} answered {status} with the key")
+        series = {
+            line.split("{")[0].split(" ")[0]
+            for line in text.splitlines()
+            if line[:1] not in ("", "#")
+        }
+        found[program] = len(series)
+        names |= series
+        if save_dir:
+            Path(save_dir, f"metrics-{program}.prom").write_text(text)
+    wanted = {"gpu_memory_used_MiB", "gpu_utilization_Percentage"}
+    if dashboard:  # observability/dashboard.py, beside the JSON, reads its queries
+        spec = importlib.util.spec_from_file_location(
+            "dashboard", Path(dashboard).parent / "dashboard.py"
+        )
+        board = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(board)
+        wanted = set().union(*(board.metric_names(e) for _, e in board.queries(Path(dashboard))))
+    missing = sorted(wanted - names)
+    check(not missing, f"metrics: the dashboard reads series nobody serves: {missing}")
+    return {"series_per_path": found, "dashboard_series": len(wanted)}
+
+
 def models(client: openai.OpenAI) -> dict[str, Any]:
     """/v1/models lists both aliases."""
     names = sorted(m.id for m in client.models.list().data)
@@ -148,6 +204,8 @@ def main() -> int:
     p.add_argument("--key", required=True)
     p.add_argument("--tokens", type=int, default=64, help="reply length asked for, in tokens")
     p.add_argument("--dim", type=int, default=384, help="the embedding model's width")
+    p.add_argument("--dashboard", help="observability/grafana-dashboard.json, to check its queries")
+    p.add_argument("--save-dir", help="where to write each path's scrape (metrics-*.prom)")
     a = p.parse_args()
     client = openai.OpenAI(base_url=a.url, api_key=a.key, max_retries=0, timeout=120)
     result: dict[str, Any] = {"passed": [], "details": {}}
@@ -157,6 +215,10 @@ def main() -> int:
         ("stream_japanese_utf8", lambda: stream(client, a.tokens)),
         ("embeddings_base64_float", lambda: embeddings(client, a.dim)),
         ("wrong_key_401", lambda: wrong_key(a.url)),
+        (
+            "metrics_behind_the_key",
+            lambda: metrics(a.url.removesuffix("/v1"), a.key, a.dashboard, a.save_dir),
+        ),
     ):
         result["details"][name] = run()
         result["passed"].append(name)

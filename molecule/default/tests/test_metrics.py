@@ -13,6 +13,7 @@ import re
 import shutil
 import socket
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.parse
@@ -23,11 +24,12 @@ import openai
 import pytest
 from scenario import API_KEY, BASE_URL, PROJECT
 
+sys.path.insert(0, str(PROJECT / "observability"))
+from dashboard import GPU_SERIES, metric_names, queries
+
 ROOT = BASE_URL.removesuffix("/v1")
 PUBLISHED = ROOT.removeprefix("http://")
 TARGETS_FILE = "/etc/localai-llamacpp/prometheus-targets.json"
-DASHBOARD = PROJECT / "observability/grafana-dashboard.json"
-GPU_SERIES = re.compile(r"^gpu_")
 
 
 def get(path: str, key: str | None = API_KEY) -> tuple[int, str]:
@@ -172,38 +174,8 @@ def query_api(url: str, endpoint: str, **params: str) -> dict:
     return answer["data"]
 
 
-def dashboard_queries() -> list[tuple[str, str]]:
-    """(panel title, PromQL) of every query of the dashboard, $__rate_interval made concrete."""
-    board = json.loads(DASHBOARD.read_text())
-    return [
-        (panel["title"], target["expr"].replace("$__rate_interval", "30s"))
-        for panel in board["panels"]
-        for target in panel["targets"]
-    ]
-
-
-def metric_names(expr: str) -> set[str]:
-    """The series names a PromQL expression reads (functions, grouping and labels left out)."""
-    stripped = re.sub(r"\{[^}]*\}|\[[^\]]*\]|\"[^\"]*\"", " ", expr)
-    stripped = re.sub(r"\b(by|without)\s*\([^)]*\)", " ", stripped)
-    return {
-        word.group()
-        for word in re.finditer(r"[a-zA-Z_:][a-zA-Z0-9_:]*", stripped)
-        if not stripped[word.end() :].lstrip().startswith("(")  # a function or aggregation
-    }
-
-
-def test_the_dashboard_parses_and_names_series():
-    queries = dashboard_queries()
-    assert len(queries) >= 10
-    names = set().union(*(metric_names(expr) for _, expr in queries))
-    assert "llamacpp:tokens_predicted_total" in names
-    assert "litellm_llm_api_time_to_first_token_metric_bucket" in names
-    assert any(GPU_SERIES.match(n) for n in names)
-
-
 def test_every_dashboard_query_returns_series_from_the_scrape(prometheus):
-    for title, expr in dashboard_queries():
+    for title, expr in queries():
         names = metric_names(expr)
         if all(GPU_SERIES.match(n) for n in names):
             continue  # GPU hosts only
