@@ -45,3 +45,17 @@ def test_metric_names_leave_functions_labels_and_grouping_out():
 def test_exposition_names():
     text = '# HELP x y\n# TYPE x gauge\nx{a="1"} 2\nllamacpp:n_decode_total 3\n'
     assert dashboard.exposition_names(text) == {"x", "llamacpp:n_decode_total"}
+
+
+def test_the_gpu_panels_read_series_the_gpu_exporter_served_on_an_h200():
+    """The GPU run's scrape of /gpus/metrics (bench/results, nvitop-exporter in the container)."""
+    served = dashboard.exposition_names(
+        (REPO / "bench/results/2026-12-03-h200-metrics/metrics-gpu-metrics.prom").read_text()
+    )
+    gpu_names = {
+        name
+        for _, expr in dashboard.queries()
+        for name in dashboard.metric_names(expr)
+        if dashboard.GPU_SERIES.match(name)
+    }
+    assert gpu_names and gpu_names <= served
