@@ -33,6 +33,8 @@ Files are created mode 0600. The environment (stack.env) sets the path, size and
 
 from __future__ import annotations
 
+import base64
+import binascii
 import datetime
 import json
 import logging
@@ -95,15 +97,27 @@ def request_fields(body: Mapping[str, Any]) -> dict[str, Any]:
     return {field: body[field] for field in REQUEST_FIELDS if field in body}
 
 
+def vector_size(vector: Any) -> int | None:
+    """Floats in one embedding: a list of floats, or base64 of float32s (the SDK's default)."""
+    if isinstance(vector, list):
+        return len(vector)
+    if isinstance(vector, str):
+        try:
+            return len(base64.b64decode(vector, validate=True)) // 4
+        except (binascii.Error, ValueError):
+            return None
+    return None
+
+
 def response_summary(call_type: str, response: Any) -> Any:
     """The reply as logged: whole for chat and completions, a count and size for embeddings."""
     response = _plain(response)
     if call_type in EMBEDDING_CALLS and isinstance(response, Mapping):
         vectors = [item.get("embedding") for item in response.get("data") or []]
-        sizes = sorted({len(v) for v in vectors if isinstance(v, list)})
+        sizes = sorted({size for v in vectors if (size := vector_size(v)) is not None})
         return {
             "vectors": len(vectors),
-            "dimensions": sizes[0] if len(sizes) == 1 else sizes,
+            "dimensions": sizes[0] if len(sizes) == 1 else (sizes or None),
             "usage": response.get("usage"),
         }
     return response
