@@ -14,7 +14,7 @@ Prints one JSON object: {"passed": [names], "details": {name: figures}}; exits 1
 failed check (its message on stderr).
 
     python3 gpu_e2e_checks.py --url http://127.0.0.1:28000/v1 --key KEY [--tokens 64] [--dim 384]
-        [--dashboard observability/grafana-dashboard.json] [--save-dir DIR]
+        --dashboard observability/grafana-dashboard.json [--save-dir DIR]
 """
 
 from __future__ import annotations
@@ -142,9 +142,18 @@ def wrong_key(url: str) -> dict[str, Any]:
     raise SystemExit("FAILED: wrong_key: the request was accepted")
 
 
-def metrics(root: str, key: str, dashboard: str | None, save_dir: str | None) -> dict[str, Any]:
+def load_dashboard(path: str) -> Any:
+    """observability/dashboard.py, beside the dashboard's JSON: its queries and series names."""
+    spec = importlib.util.spec_from_file_location("dashboard", Path(path).parent / "dashboard.py")
+    board = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(board)
+    return board
+
+
+def metrics(root: str, key: str, dashboard: str, save_dir: str | None) -> dict[str, Any]:
     """Every Prometheus path of the port refuses a missing key and, with it, serves its series;
-    the GPU exporter's include what the dashboard's GPU panels read (its JSON, if given)."""
+    together they serve every series the dashboard's queries read (its JSON at DASHBOARD)."""
+    board = load_dashboard(dashboard)
 
     def get(path: str, with_key: bool) -> tuple[int, str]:
         request = urllib.request.Request(root + path)
@@ -169,23 +178,12 @@ def metrics(root: str, key: str, dashboard: str | None, save_dir: str | None) ->
         check(status == 401, f"metrics: {path} answered {status} without the key")
         status, text = get(path, with_key=True)
         check(status == 200, f"metrics: {path} answered {status} with the key")
-        series = {
-            line.split("{")[0].split(" ")[0]
-            for line in text.splitlines()
-            if line[:1] not in ("", "#")
-        }
+        series = board.exposition_names(text)
         found[program] = len(series)
         names |= series
         if save_dir:
             Path(save_dir, f"metrics-{program}.prom").write_text(text)
-    wanted = {"gpu_memory_used_MiB", "gpu_utilization_Percentage"}
-    if dashboard:  # observability/dashboard.py, beside the JSON, reads its queries
-        spec = importlib.util.spec_from_file_location(
-            "dashboard", Path(dashboard).parent / "dashboard.py"
-        )
-        board = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(board)
-        wanted = set().union(*(board.metric_names(e) for _, e in board.queries(Path(dashboard))))
+    wanted = set().union(*(board.metric_names(e) for _, e in board.queries(Path(dashboard))))
     missing = sorted(wanted - names)
     check(not missing, f"metrics: the dashboard reads series nobody serves: {missing}")
     return {"series_per_path": found, "dashboard_series": len(wanted)}
@@ -204,7 +202,9 @@ def main() -> int:
     p.add_argument("--key", required=True)
     p.add_argument("--tokens", type=int, default=64, help="reply length asked for, in tokens")
     p.add_argument("--dim", type=int, default=384, help="the embedding model's width")
-    p.add_argument("--dashboard", help="observability/grafana-dashboard.json, to check its queries")
+    p.add_argument(
+        "--dashboard", required=True, help="observability/grafana-dashboard.json (its queries)"
+    )
     p.add_argument("--save-dir", help="where to write each path's scrape (metrics-*.prom)")
     a = p.parse_args()
     client = openai.OpenAI(base_url=a.url, api_key=a.key, max_retries=0, timeout=120)
