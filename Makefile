@@ -55,10 +55,11 @@ test-bundle: deps base-images fixtures
 	  -e localai_bundle=$(CURDIR)/.cache/bundle \
 	  -e @molecule/shared/vars/airgap-test.yml -e @molecule/debian13/vars/bundle-inputs.yml
 
-# Debian's Prometheus: molecule's metrics test scrapes the stack with a real one.
+# Debian's Prometheus (molecule's metrics test scrapes the stack with a real one) and HAProxy
+# (the unit tests check every rendered haproxy.cfg with `haproxy -c`; only its binary is used).
 test-tools:
-	@command -v prometheus >/dev/null 2>&1 || { apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
+	@command -v prometheus >/dev/null 2>&1 && command -v haproxy >/dev/null 2>&1 || { apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus haproxy >/dev/null; }
 
 lint: deps
 	$(BIN)/ruff check .
@@ -66,7 +67,7 @@ lint: deps
 	$(BIN)/yamllint -s .
 	PATH=$(abspath $(BIN)):$$PATH $(BIN)/ansible-lint
 
-unit: deps
+unit: deps test-tools
 	$(BIN)/pytest
 
 syntax: deps

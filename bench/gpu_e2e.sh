@@ -19,8 +19,10 @@
 #   serve    the unit's ExecStart, run as systemd would (in the background), until ready
 #   check    bench/gpu_e2e_checks.py through port 28000 (the openai SDK of the image's venv),
 #            the Prometheus paths too (their scrapes saved as $OUT/metrics-*.prom)
-#   bench    chat at BENCH_LEVELS through port 28000, to the container's chat engine, and to
-#            the image's llama-server run natively with the same arguments; GPU memory
+#   bench    chat at BENCH_LEVELS through port 28000 (the balancer's per-engine counts after it
+#            in balancer-after-proxy.prom), to the container's chat engines directly (clients
+#            spread evenly, then one engine alone), and to the image's llama-server run
+#            natively with the same arguments; GPU memory
 #   status   what is there
 #
 # What stands in for a real host, and why:
@@ -42,7 +44,7 @@
 #   - Models: synthetic files of the default models' shapes (bench/make_synthetic_gguf.py).
 #
 # Env: E2E_DIR [/tmp/e2e], DEADLINE [570 s for this call], BENCH_LEVELS [32:64,64:128]
-# (clients:requests), BENCH_MAX_TOKENS [256], JOBS.
+# (clients:requests), BENCH_MAX_TOKENS [256], BENCH_NATIVE [1: also the native run], JOBS.
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -409,6 +411,7 @@ phase_check() {
     --entrypoint /opt/localai/venv/bin/python "$image" /bench/gpu_e2e_checks.py \
     --url "$(proxy_url)/v1" --key "$(api_key)" \
     --dashboard /observability/grafana-dashboard.json --save-dir /out \
+    --engines "$(json "$E2E/facts.json" '",".join(e["program"] for e in d["engines"])')" \
     >"$OUT/checks.json" 2>"$OUT/checks.log" ||
     { log "check: FAILED"; cat "$OUT/checks.log" >&2; return 1; }
   log "check: $(json "$OUT/checks.json" 'str(len(d["passed"])) + " passed: " + ", ".join(d["passed"])')"
@@ -438,14 +441,26 @@ phase_bench() {
   # Through the published port, as clients see it.
   loadgen_levels "$(proxy_url)" "container, via proxy :28000" \
     "$PY" "$REPO/bench/loadgen.py" --model gpt-3.5-turbo --api-key "$key"
-  # The container's chat engine directly (its loopback), from a container in its network.
-  local engine_port
-  engine_port=$(json "$E2E/facts.json" '[e["port"] for e in d["engines"] if e["kind"] == "chat"][0]')
-  loadgen_levels "http://127.0.0.1:$engine_port" "container, chat engine direct" \
-    docker run --rm --network "container:$name" -v "$REPO/bench:/bench:ro" --user 0:0 -v "$OUT:$OUT" \
-    --entrypoint /opt/localai/venv/bin/python "$image" /bench/loadgen.py --model chat
+  # Requests the balancer sent to each engine in that run (haproxy_server_sessions_total).
+  curl -sf -H "Authorization: Bearer $key" "$(proxy_url)/balancer/metrics" \
+    >"$OUT/balancer-after-proxy.prom" || log "bench: no /balancer/metrics"
+  # The container's chat engines directly (its loopback), from a container in its network: with
+  # several engines (one per GPU) the clients spread evenly over them, then one engine alone
+  # (one GPU's figure at the same loads).
+  local engine_urls first
+  engine_urls=$(json "$E2E/facts.json" '",".join("http://127.0.0.1:%d" % e["port"] for e in d["engines"] if e["kind"] == "chat")')
+  first="${engine_urls%%,*}"
+  local -a direct=(docker run --rm --network "container:$name" -v "$REPO/bench:/bench:ro" --user 0:0
+    -v "$OUT:$OUT" --entrypoint /opt/localai/venv/bin/python "$image" /bench/loadgen.py --model chat)
+  if [ "$engine_urls" != "$first" ]; then
+    loadgen_levels "$engine_urls" "container, chat engines direct, clients spread evenly" "${direct[@]}"
+    loadgen_levels "$first" "container, one chat engine direct" "${direct[@]}"
+  else
+    loadgen_levels "$first" "container, chat engine direct" "${direct[@]}"
+  fi
   # The image's own llama-server, run natively with the plan's arguments (the container stopped
-  # first, so the GPU is the native run's alone).
+  # first, so the GPU is the native run's alone). BENCH_NATIVE=0 leaves it out.
+  [ "${BENCH_NATIVE:-1}" = 1 ] || return 0
   need 120 "the native run" || return 0
   docker stop --time 30 "$name" >/dev/null
   rm -rf "$E2E/native" && mkdir -p "$E2E/native"

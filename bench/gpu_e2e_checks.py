@@ -150,9 +150,12 @@ def load_dashboard(path: str) -> Any:
     return board
 
 
-def metrics(root: str, key: str, dashboard: str, save_dir: str | None) -> dict[str, Any]:
+def metrics(
+    root: str, key: str, dashboard: str, save_dir: str | None, engines: list[str]
+) -> dict[str, Any]:
     """Every Prometheus path of the port refuses a missing key and, with it, serves its series;
-    together they serve every series the dashboard's queries read (its JSON at DASHBOARD)."""
+    together they serve every series the dashboard's queries read (its JSON at DASHBOARD).
+    engines: the engines' program names (one /engines/<program>/metrics path each)."""
     board = load_dashboard(dashboard)
 
     def get(path: str, with_key: bool) -> tuple[int, str]:
@@ -167,9 +170,9 @@ def metrics(root: str, key: str, dashboard: str, save_dir: str | None) -> dict[s
 
     paths = {
         "litellm": "/metrics/",
-        "llamacpp-chat": "/engines/llamacpp-chat/metrics",
-        "llamacpp-embeddings": "/engines/llamacpp-embeddings/metrics",
+        **{program: f"/engines/{program}/metrics" for program in engines},
         "gpu-metrics": "/gpus/metrics",
+        "balancer": "/balancer/metrics",
     }
     found: dict[str, int] = {}
     names: set[str] = set()
@@ -206,6 +209,11 @@ def main() -> int:
         "--dashboard", required=True, help="observability/grafana-dashboard.json (its queries)"
     )
     p.add_argument("--save-dir", help="where to write each path's scrape (metrics-*.prom)")
+    p.add_argument(
+        "--engines",
+        default="llamacpp-chat,llamacpp-embeddings",
+        help="the engines' program names, comma-separated",
+    )
     a = p.parse_args()
     client = openai.OpenAI(base_url=a.url, api_key=a.key, max_retries=0, timeout=120)
     result: dict[str, Any] = {"passed": [], "details": {}}
@@ -217,7 +225,9 @@ def main() -> int:
         ("wrong_key_401", lambda: wrong_key(a.url)),
         (
             "metrics_behind_the_key",
-            lambda: metrics(a.url.removesuffix("/v1"), a.key, a.dashboard, a.save_dir),
+            lambda: metrics(
+                a.url.removesuffix("/v1"), a.key, a.dashboard, a.save_dir, a.engines.split(",")
+            ),
         ),
     ):
         result["details"][name] = run()

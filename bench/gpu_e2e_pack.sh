@@ -44,6 +44,10 @@ DOCKER_LIBS=(libsystemd0 libcap2 libgcrypt20 liblzma5 libzstd1 liblz4-1 libgpg-e
 # stand-in packages for tools the machine's own root file system holds outside dpkg (each one
 # checks for its tool when installed). apt-install.sh installs from it only what the base lacks.
 EXTRA_DEBS=(tini ccache libfmt10 libhiredis1.1.0 libxxhash0 libgomp1 ca-certificates)
+# The balancer: Debian 12's HAProxy 2.6 (the CPU image's), whose libssl3 (>= 3.0.0) Ubuntu
+# 24.04's libssl3t64 provides (Debian 13's 3.0 wants libssl3t64 >= 3.2, newer than Ubuntu's),
+# with the libraries Ubuntu 24.04 may lack.
+BOOKWORM_DEBS=(haproxy liblua5.3-0 libopentracing-c-wrapper0 libopentracing1 lsb-base)
 STANDIN_TOOLS=("cmake:command -v cmake" "git:command -v git"
   "build-essential:command -v gcc && command -v g++ && command -v make"
   "python3:command -v python3" "python3-venv:python3 -c 'import ensurepip, venv'")
@@ -56,12 +60,13 @@ mkdir -p "$WORK/files" "$WORK/apt/lists/partial" "$WORK/apt/cache/archives/parti
 [ -d "$VENV/lib" ] || { log "no $VENV: run make deps first"; exit 1; }
 
 # --- Debian 13 packages, with apt against trixie's signed index ------------------------------
-echo "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian trixie main" \
-  >"$WORK/apt/sources.list"
+printf 'deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian %s main\n' \
+  trixie bookworm >"$WORK/apt/sources.list"
 apt_opts=(-o "Dir::Etc::sourcelist=$WORK/apt/sources.list" -o "Dir::Etc::sourceparts=-"
   -o "Dir::State::Lists=$WORK/apt/lists" -o "Dir::Cache=$WORK/apt/cache" -o "APT::Sandbox::User=root")
 apt-get "${apt_opts[@]}" update -qq
-(cd "$WORK/debs" && apt-get "${apt_opts[@]}" download "${DOCKER_DEBS[@]}" "${DOCKER_LIBS[@]}" "${EXTRA_DEBS[@]}")
+(cd "$WORK/debs" && apt-get "${apt_opts[@]}" download "${DOCKER_DEBS[@]/%//trixie}" \
+  "${DOCKER_LIBS[@]/%//trixie}" "${EXTRA_DEBS[@]/%//trixie}" "${BOOKWORM_DEBS[@]/%//bookworm}")
 
 if [ ! -f "$WORK/files/docker.tar.xz" ]; then
   root="$WORK/docker-root"
@@ -75,7 +80,7 @@ if [ ! -f "$WORK/files/docker.tar.xz" ]; then
 fi
 repo="$WORK/apt-standin"
 rm -rf "$repo" && mkdir -p "$repo"
-for pkg in "${EXTRA_DEBS[@]}"; do cp "$WORK"/debs/"${pkg}"_*.deb "$repo/"; done
+for pkg in "${EXTRA_DEBS[@]}" "${BOOKWORM_DEBS[@]}"; do cp "$WORK"/debs/"${pkg}"_*.deb "$repo/"; done
 for entry in "${STANDIN_TOOLS[@]}"; do
   name="${entry%%:*}" check="${entry#*:}" pkg="$WORK/standin-${entry%%:*}"
   rm -rf "$pkg" && mkdir -p "$pkg/DEBIAN"

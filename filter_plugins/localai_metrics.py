@@ -20,6 +20,7 @@ from ansible.errors import AnsibleFilterError
 LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
 PROXY_PATH = "/metrics/"
 GPU_PATH = "/gpus/metrics"
+BALANCER_PATH = "/balancer/metrics"
 
 
 def engine_metrics_path(engine: Mapping[str, Any]) -> str:
@@ -39,13 +40,16 @@ def engine_metrics_path(engine: Mapping[str, Any]) -> str:
 
 
 def localai_metrics_routes(
-    engines: Sequence[Mapping[str, Any]], gpu_metrics_url: str = ""
+    engines: Sequence[Mapping[str, Any]],
+    gpu_metrics_url: str = "",
+    balancer_metrics_url: str = "",
 ) -> list[dict[str, Any]]:
     """Every route the proxy passes through to a program's /metrics, with its Prometheus labels.
 
     engines: the engine plan as litellm_config_engines holds it (program, kind, alias, host,
     port; the localai_engine_plan filter). gpu_metrics_url: the GPU exporter's URL on the
-    container's loopback, "" for none (CPU hosts).
+    container's loopback, "" for none (CPU hosts). balancer_metrics_url: HAProxy's
+    prometheus-exporter (sessions, queue and state per engine), "" for none.
     Returns [{"path", "target", "remote", "labels": {"program", ...}}]; remote is true for a
     fleet node's engine (it needs the engines' key). Raises AnsibleFilterError when two engines
     would share a path.
@@ -73,6 +77,15 @@ def localai_metrics_routes(
                 "target": gpu_metrics_url,
                 "remote": False,
                 "labels": {"program": "gpu-metrics"},
+            }
+        )
+    if balancer_metrics_url:
+        routes.append(
+            {
+                "path": BALANCER_PATH,
+                "target": balancer_metrics_url,
+                "remote": False,
+                "labels": {"program": "balancer"},
             }
         )
     paths = [route["path"] for route in routes]

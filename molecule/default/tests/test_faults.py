@@ -41,7 +41,7 @@ def pid_of(host, program: str) -> str:
     return host.check_output(f"docker exec {CONTAINER} supervisorctl pid {program}")
 
 
-@pytest.mark.parametrize("program", ["llamacpp-embeddings", "litellm"])
+@pytest.mark.parametrize("program", ["llamacpp-embeddings", "litellm", "balancer"])
 def test_killed_program_is_restarted(host, program):
     before = pid_of(host, program)
     assert host.run(f"docker exec {CONTAINER} supervisorctl signal KILL {program}").rc == 0

@@ -2,13 +2,17 @@
 
 The tests talk to the gateway's published port from the controller, and to the nodes' engines
 on the container network (the controller reaches it: it is a Docker bridge on this host).
-Which engine served is read from each llama-server's own /metrics (tokens_predicted_total).
+Which engine served is read from each llama-server's own /metrics (tokens_predicted_total), and
+from the gateway's balancer (/balancer/metrics: requests HAProxy sent to each engine).
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
+import re
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -141,10 +145,95 @@ def test_a_stopped_node_costs_no_request_and_comes_back(client):
         assert failures == [], f"{len(failures)} of 100 failed: {failures[:3]}"
     finally:
         docker("exec", "localai-fleet-node2", "systemctl", "start", "localai-llamacpp")
-    wait_healthy("localai-fleet-node2")
-    before = predicted("localai-fleet-node2", 8090)
-    deadline = time.monotonic() + 120
-    while predicted("localai-fleet-node2", 8090) <= before:
-        assert time.monotonic() < deadline, "node 2 got no traffic within 120 s of its restart"
-        assert chat(client).status_code == 200
-        time.sleep(0.5)
+    # Streams run through the gateway while node 2 comes back: its return cuts none.
+    stop, cut, done = threading.Event(), [], []
+
+    def streams() -> None:
+        while not stop.is_set():
+            with client.stream(
+                "POST",
+                f"{GATEWAY}/chat/completions",
+                json={
+                    "model": "gpt-3.5-turbo",
+                    "messages": [{"role": "user", "content": "Tell a story."}],
+                    "max_tokens": 64,
+                    "stream": True,
+                },
+            ) as reply:
+                lines = [line for line in reply.iter_lines() if line]
+            (done if reply.status_code == 200 and lines[-1:] == ["data: [DONE]"] else cut).append(
+                (reply.status_code, lines[-1:])
+            )
+
+    streamer = threading.Thread(target=streams)
+    streamer.start()
+    try:
+        wait_healthy("localai-fleet-node2")
+        before = predicted("localai-fleet-node2", 8090)
+        deadline = time.monotonic() + 120
+        while predicted("localai-fleet-node2", 8090) <= before:
+            assert time.monotonic() < deadline, "node 2 got no traffic within 120 s of its restart"
+            assert chat(client).status_code == 200
+            time.sleep(0.5)
+    finally:
+        stop.set()
+        streamer.join(120)
+    assert cut == [] and done, f"{len(cut)} streams cut, {len(done)} whole: {cut[:3]}"
+
+
+def balanced(client: httpx.Client) -> dict[tuple[str, int], float]:
+    """Requests the gateway's balancer sent to each chat engine (haproxy_server_sessions_total)."""
+    reply = client.get(GATEWAY.removesuffix("/v1") + "/balancer/metrics")
+    reply.raise_for_status()
+    by_server = {
+        m.group(1): float(m.group(2))
+        for m in re.finditer(
+            r'^haproxy_server_sessions_total\{proxy="gpt-3.5-turbo",server="([^"]+)"\} (\S+)$',
+            reply.text,
+            re.M,
+        )
+    }
+    engines = {}
+    for name, ports in NODES.items():
+        programs = [f"llamacpp-chat-{i}" for i in range(len(ports))]
+        if len(ports) == 1:
+            programs = ["llamacpp-chat"]
+        for port, program in zip(ports, programs, strict=True):
+            engines[(name, port)] = by_server[f"{node_ip(name)}-{program}"]
+    return engines
+
+
+def test_a_busy_engine_gets_fewer_requests_than_idle_ones(client):
+    """Node 2's engine has both its slots taken by clients that call it directly (the gateway
+    cannot see them): the gateway's requests wait there, so leastconn sends it fewer."""
+    busy = ("localai-fleet-node2", 8090)
+    stop = threading.Event()
+
+    def occupy() -> None:
+        with httpx.Client(headers={"Authorization": f"Bearer {ENGINE_KEY}"}, timeout=300) as c:
+            while not stop.is_set():
+                c.post(
+                    f"http://{node_ip(busy[0])}:{busy[1]}/v1/chat/completions",
+                    json={
+                        "messages": [{"role": "user", "content": "Write a long story."}],
+                        "max_tokens": 256,
+                        "ignore_eos": True,
+                    },
+                )
+
+    before = balanced(client)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=6) as pool:
+        occupiers = [pool.submit(occupy) for _ in range(2)]
+        time.sleep(2)
+        try:
+            replies = list(pool.map(lambda _: chat(client), range(36)))
+        finally:
+            stop.set()
+        for occupier in occupiers:
+            occupier.result()
+    assert [r.status_code for r in replies] == [200] * 36
+    after = balanced(client)
+    sent = {engine: after[engine] - before[engine] for engine in before}
+    idle = [n for engine, n in sent.items() if engine != busy]
+    assert sum(sent.values()) == 36, sent
+    assert sent[busy] < min(idle), sent
