@@ -20,9 +20,12 @@
 #   check    bench/gpu_e2e_checks.py through port 28000 (the openai SDK of the image's venv),
 #            the Prometheus paths too (their scrapes saved as $OUT/metrics-*.prom)
 #   bench    chat at BENCH_LEVELS through port 28000 (the balancer's per-engine counts after it
-#            in balancer-after-proxy.prom), to the container's chat engines directly (clients
+#            in balancer-after-proxy.prom), to the chat alias's balancer frontend (HAProxy
+#            alone), to the container's chat engines directly (clients
 #            spread evenly, then one engine alone), and to the image's llama-server run
 #            natively with the same arguments; GPU memory
+#   queue    chat at BENCH_LEVELS through port 28000 with each engine capped at its slots in the
+#            balancer (the rest queued there), then the rendered haproxy.cfg again
 #   status   what is there
 #
 # What stands in for a real host, and why:
@@ -266,13 +269,14 @@ phase_bases() {
         --change 'ENV LIBRARY_PATH=/usr/local/cuda/lib64/stubs' \
         - "$raw" >/dev/null
   fi
-  # /tmp with its sticky mode, and cmake where the nvidia/cuda devel image's apt would put one:
+  # /tmp with its sticky mode, /run (left out above; package scripts such as adduser lock files in
+  # it), and cmake where the nvidia/cuda devel image's apt would put one:
   # this machine has it only as a Python package (under /opt, left out above).
   local ctx="$E2E/standin-ctx" cmake_data
   rm -rf "$ctx" && mkdir -p "$ctx/cmake"
   cmake_data=$("$PY" -c 'import cmake, os; print(os.path.join(os.path.dirname(cmake.__file__), "data"))' 2>/dev/null || true)
   if [ -d "$cmake_data/bin" ]; then cp -a "$cmake_data/." "$ctx/cmake/"; fi
-  printf 'FROM %s\nRUN mkdir -p -m 1777 /tmp && mkdir -p /var/cache/apt/archives/partial /var/cache/debconf /var/log/apt\nCOPY cmake/ /usr/local/\nRUN grep PRETTY_NAME /etc/os-release && nvcc --version | tail -1 && (cmake --version | head -1)\n' \
+  printf 'FROM %s\nRUN mkdir -p -m 1777 /tmp && mkdir -p -m 0755 /run/lock && mkdir -p /var/cache/apt/archives/partial /var/cache/debconf /var/log/apt\nCOPY cmake/ /usr/local/\nRUN grep PRETTY_NAME /etc/os-release && nvcc --version | tail -1 && (cmake --version | head -1)\n' \
     "$raw" >"$ctx/Dockerfile"
   DOCKER_BUILDKIT=1 docker build --network none -q -t "$build" "$ctx" >/dev/null
   [ "$runtime" = "$build" ] || docker tag "$build" "$runtime"
@@ -452,6 +456,10 @@ phase_bench() {
   first="${engine_urls%%,*}"
   local -a direct=(docker run --rm --network "container:$name" -v "$REPO/bench:/bench:ro" --user 0:0
     -v "$OUT:$OUT" --entrypoint /opt/localai/venv/bin/python "$image" /bench/loadgen.py --model chat)
+  # The chat alias's balancer frontend (HAProxy, the hop between LiteLLM and the engines).
+  local balancer_url
+  balancer_url=$(json "$E2E/facts.json" '"".join("http://127.0.0.1:%d" % f["port"] for f in d["balancer_frontends"] if f["kind"] == "chat")')
+  loadgen_levels "$balancer_url" "container, balancer frontend direct" "${direct[@]}"
   if [ "$engine_urls" != "$first" ]; then
     loadgen_levels "$engine_urls" "container, chat engines direct, clients spread evenly" "${direct[@]}"
     loadgen_levels "$first" "container, one chat engine direct" "${direct[@]}"
@@ -489,6 +497,31 @@ EOF
   kill "$pid" 2>/dev/null || true
 }
 
+# The balancer with each engine capped at its slots (maxconn = the engine's parallel, what
+# stack_service_balancer_queue_at_balancer renders): the overflow waits in HAProxy for the first
+# free slot instead of in one engine. Through port 28000 at BENCH_LEVELS, then the file as it was.
+phase_queue() {
+  local key cfg name=localai-llamacpp
+  key=$(api_key)
+  cfg="$(dirname "$(json "$E2E/facts.json" 'd["key_file"]')")/haproxy.cfg"
+  cp "$cfg" "$E2E/haproxy.cfg.rendered"
+  "$PY" - "$cfg" "$E2E/facts.json" <<'EOF'
+import json, re, sys
+cfg, facts = sys.argv[1], json.load(open(sys.argv[2]))
+slots = {s["name"]: s["parallel"] for f in facts["balancer_frontends"] for s in f["servers"]}
+def cap(m):
+    return m.group(0) + (f" maxconn {slots[m.group(1)]}" if slots.get(m.group(1)) else "")
+text = re.sub(r"^    server (\S+) \S+$", cap, open(cfg).read(), flags=re.M)
+open(cfg, "w").write(text)
+EOF
+  log "queue: $(grep -c '^    server .* maxconn ' "$cfg") engines capped at their slots"
+  docker exec "$name" supervisorctl signal USR2 balancer >/dev/null && sleep 3
+  loadgen_levels "$(proxy_url)" "container, via proxy :28000, queue at the balancer" \
+    "$PY" "$REPO/bench/loadgen.py" --model gpt-3.5-turbo --api-key "$key"
+  cp "$E2E/haproxy.cfg.rendered" "$cfg"
+  docker exec "$name" supervisorctl signal USR2 balancer >/dev/null
+}
+
 phase_status() {
   log "status: stash $(ls "$STASH" 2>/dev/null | tr '\n' ' '); docker $(docker_up && echo up || echo down);"\
 " image $(cat "$E2E/image.txt" 2>/dev/null || echo none); disk $(df -h "$E2E" | awk 'NR==2 {print $4 " free"}')"
@@ -501,7 +534,7 @@ cleanup() {
 trap cleanup EXIT
 
 for phase in "$@"; do
-  case " stash docker ansible facts bases models build serve check bench status " in
+  case " stash docker ansible facts bases models build serve check bench queue status " in
     *" $phase "*) "phase_$phase" ;;
     *) echo "unknown phase: $phase" >&2; exit 2 ;;
   esac

@@ -143,6 +143,8 @@ def test_the_directives_the_measurements_asked_for(tmp_path):
     # A request is silent up to the proxy's timeout; the queue waits as long.
     assert "timeout server 610s" in text and "timeout queue 600s" in text
     assert "option httpchk GET /health" in text
+    # A cancelled request (the client left) is aborted at the engine, which frees its slot.
+    assert "option abortonclose" in text
     # A check failing under load must not cut streams; a ready engine needs no ramp.
     assert "shutdown-sessions" not in text and "slowstart" not in text
     assert "retry-on conn-failure empty-response" in text and "option redispatch 1" in text

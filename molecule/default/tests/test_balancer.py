@@ -44,9 +44,11 @@ def test_every_request_of_an_alias_passes_its_balancer():
             model="gpt-3.5-turbo", messages=[{"role": "user", "content": "hi"}], max_tokens=2
         )
     assert served("gpt-3.5-turbo")["llamacpp-chat"] == before["llamacpp-chat"] + 3
+    # (The proxy's hook counts each input's tokens at the engine's /tokenize, through the
+    # balancer too: more than one request per embedding call.)
     emb = served("text-embedding-ada-002")
     client().embeddings.create(model="text-embedding-ada-002", input=["query: a", "query: b"])
-    assert served("text-embedding-ada-002")["llamacpp-embeddings"] == emb["llamacpp-embeddings"] + 1
+    assert served("text-embedding-ada-002")["llamacpp-embeddings"] > emb["llamacpp-embeddings"]
 
 
 def test_a_reload_cuts_no_stream_in_flight(host):
@@ -88,10 +90,10 @@ def test_a_reload_cuts_no_stream_in_flight(host):
     # Still streaming when the reload came, and they went on after it.
     after = [len(c) for c in chunks]
     assert all(n > m for n, m in zip(after, at_reload, strict=True)), (at_reload, after)
-    # The master re-executed itself in place: same process, new worker.
+    # The master reloaded in place: same process, a new worker.
     assert pid_of(host, "balancer") == master
-    log = host.check_output(f"docker exec {CONTAINER} tail -n 50 /logs/balancer.log")
-    assert "Reexecuting Master process" in log, log[-2000:]
+    log = host.check_output(f"docker exec {CONTAINER} tail -n 80 /logs/balancer.log")
+    assert "Reloading HAProxy" in log and "Loading success" in log, log[-2000:]
 
 
 def started_at(host) -> str:

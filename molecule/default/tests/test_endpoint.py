@@ -168,15 +168,16 @@ def test_engine_ports_are_not_reachable_from_outside_the_container(host):
     address = host.check_output(
         f"{inspect} '{{{{range .NetworkSettings.Networks}}}}{{{{.IPAddress}}}}{{{{end}}}}'"
     )
-    for port in (8080, 8090):
+    # The engines, the balancer's frontends and its metrics port: loopback only.
+    for port in (8080, 8090, 8300, 8301, 8299):
         probe = host.run(
             f"python3 -c \"import socket; socket.create_connection(('{address}', {port}), 3)\""
         )
-        assert probe.rc != 0, f"engine port {port} answers on {address}"
+        assert probe.rc != 0, f"port {port} answers on {address}"
         local = host.run(
             f"python3 -c \"import socket; socket.create_connection(('127.0.0.1', {port}), 3)\""
         )
-        assert local.rc != 0, f"engine port {port} answers on the host"
+        assert local.rc != 0, f"port {port} answers on the host"
 
 
 def test_unit_is_enabled(host):

@@ -7,7 +7,7 @@ import re
 
 from scenario import CONTAINER, LLAMACPP_REF, UNIT
 
-PROGRAMS = {"llamacpp-chat", "llamacpp-embeddings", "litellm"}
+PROGRAMS = {"llamacpp-chat", "llamacpp-embeddings", "litellm", "balancer"}
 
 
 def image_of_unit(host) -> str:
@@ -54,7 +54,7 @@ def test_image_user_is_not_root(host):
     assert uid != "0"
 
 
-def test_supervisor_runs_the_three_programs(host):
+def test_supervisor_runs_every_program(host):
     status = host.run(f"docker exec {CONTAINER} supervisorctl status")
     running = {line.split()[0] for line in status.stdout.splitlines() if " RUNNING " in f" {line} "}
     assert running >= PROGRAMS, status.stdout
