@@ -36,6 +36,27 @@ def _engine_line(engine: dict[str, Any], state: str, gauges: list[int] | None) -
     return line + f", in flight unknown (no answer on port {engine['port']})"
 
 
+def _json(value: Any, empty: Any) -> Any:
+    """A command's JSON output (or the value itself); empty when it is not usable."""
+    if isinstance(value, str):
+        try:  # the container's answer, or nothing usable (no container, no Python in it)
+            return json.loads(value) if value else empty
+        except ValueError:
+            return empty
+    return value or empty
+
+
+def _balancer_lines(state: str, rows: list[dict[str, Any]]) -> list[str]:
+    """The balancer program, then one line per engine of each alias as HAProxy sees it."""
+    lines = [f"balancer {state}: one frontend per alias, least connections"]
+    for row in rows:
+        lines.append(
+            f"balancer {row['alias']} -> {row['engine']}: {row['status']}, in flight "
+            f"{row['in_flight']}, queued {row['queued']}, served {row['served']}"
+        )
+    return lines
+
+
 def localai_status_lines(deployed: dict[str, Any], observed: dict[str, Any]) -> list[str]:
     """The status of one host, one line per fact.
 
@@ -48,6 +69,8 @@ def localai_status_lines(deployed: dict[str, Any], observed: dict[str, Any]) -> 
                programs   `supervisorctl status` lines inside the container ("name STATE ...")
                load       {engine port: [requests_processing, requests_deferred] or None} from
                           the engines' /metrics (JSON text or a dict)
+               balancer   [{alias, engine, status, in_flight, queued, served}] from
+                          HAProxy's `show stat` (JSON text or a list; hosts with the proxy)
                gpus       nvidia-smi --query-gpu=index,name,memory.used,memory.total (csv, MiB)
 
     Returns lines such as "llamacpp-chat RUNNING: gpt-3.5-turbo = SmolLM2-135M-Instruct,
@@ -58,17 +81,16 @@ def localai_status_lines(deployed: dict[str, Any], observed: dict[str, Any]) -> 
         match = PROGRAM_RE.match(line)
         if match:
             states[match.group(1)] = match.group(2)
-    load = observed.get("load") or {}
-    if isinstance(load, str):
-        try:  # the engines' answers, or nothing usable (no container, no Python in it)
-            load = json.loads(load)
-        except ValueError:
-            load = {}
+    load = _json(observed.get("load"), {})
     lines = [_head(deployed, observed.get("unit", ""), observed.get("container"))]
     if deployed.get("run_proxy"):
         lines.append(
             f"litellm {states.get('litellm', 'absent')}: the proxy, port {deployed.get('port')}"
         )
+        if "balancer" in states or observed.get("balancer"):
+            lines += _balancer_lines(
+                states.get("balancer", "absent"), _json(observed.get("balancer"), [])
+            )
     for engine in deployed.get("engines", []):
         state = states.get(engine["program"], "absent")
         lines.append(_engine_line(engine, state, load.get(str(engine["port"]))))

@@ -60,3 +60,31 @@ def test_stopped_host_and_a_stale_container_are_said():
     assert "the container runs localai-llamacpp:old, not the deployed image" in lines[0]
     garbled = st.localai_status_lines(DEPLOYED, {"container": CONTAINER, "load": "Error: no"})
     assert garbled[2].endswith("in flight unknown (no answer on port 8090)")
+
+
+def test_the_balancers_view_of_each_engine_is_said():
+    """A fleet gateway runs no engine itself: its balancer says how each node's engine is."""
+    gateway = {**DEPLOYED, "gpu_mode": "cpu", "engines": []}
+    balancer = (
+        '[{"alias": "gpt-3.5-turbo", "engine": "10.0.0.11-llamacpp-chat", "status": "UP",'
+        ' "in_flight": 5, "queued": 0, "served": 120},'
+        ' {"alias": "gpt-3.5-turbo", "engine": "10.0.0.12-llamacpp-chat", "status": "DOWN",'
+        ' "in_flight": 0, "queued": 0, "served": 64}]'
+    )
+    programs = [
+        "balancer                         RUNNING   pid 9, uptime 0:09:34",
+        "litellm                          RUNNING   pid 10, uptime 0:09:34",
+    ]
+    lines = st.localai_status_lines(
+        gateway,
+        {"unit": "active", "container": CONTAINER, "programs": programs, "balancer": balancer},
+    )
+    assert lines[1:] == [
+        "litellm RUNNING: the proxy, port 28000",
+        "balancer RUNNING: one frontend per alias, least connections",
+        "balancer gpt-3.5-turbo -> 10.0.0.11-llamacpp-chat: UP, in flight 5, queued 0, served 120",
+        "balancer gpt-3.5-turbo -> 10.0.0.12-llamacpp-chat: DOWN, in flight 0, queued 0, served 64",
+    ]
+    # The balancer program without an answer from its socket: its state, no engine lines.
+    quiet = st.localai_status_lines(gateway, {"container": CONTAINER, "programs": programs})
+    assert quiet[2:] == ["balancer RUNNING: one frontend per alias, least connections"]

@@ -34,6 +34,9 @@ def test_status_names_the_running_image_programs_models_and_load(host):
     assert lines[0].startswith(f"localai-llamacpp.service active; image {image} (container running")
     assert "not the deployed image" not in lines[0]
     assert "litellm RUNNING: the proxy, port 28000" in lines
+    assert "balancer RUNNING: one frontend per alias, least connections" in lines
+    balanced = next(line for line in lines if line.startswith("balancer gpt-3.5-turbo -> "))
+    assert balanced.startswith("balancer gpt-3.5-turbo -> llamacpp-chat: UP, in flight 0, queued 0")
     chat = next(line for line in lines if line.startswith("llamacpp-chat "))
     assert chat == (
         "llamacpp-chat RUNNING: gpt-3.5-turbo = SmolLM2-135M-Instruct, 2 slots, ctx 2048,"
