@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
+import os
 import re
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -193,14 +195,19 @@ def balanced(client: httpx.Client) -> dict[tuple[str, int], float]:
             re.M,
         )
     }
-    engines = {}
+    return {engine: by_server[server] for engine, server in server_names().items()}
+
+
+def server_names() -> dict[tuple[str, int], str]:
+    """The gateway balancer's name of each chat engine: <node address>-<program>."""
+    names = {}
     for name, ports in NODES.items():
         programs = [f"llamacpp-chat-{i}" for i in range(len(ports))]
         if len(ports) == 1:
             programs = ["llamacpp-chat"]
         for port, program in zip(ports, programs, strict=True):
-            engines[(name, port)] = by_server[f"{node_ip(name)}-{program}"]
-    return engines
+            names[(name, port)] = f"{node_ip(name)}-{program}"
+    return names
 
 
 def test_a_busy_engine_gets_fewer_requests_than_idle_ones(client):
@@ -237,3 +244,29 @@ def test_a_busy_engine_gets_fewer_requests_than_idle_ones(client):
     idle = [n for engine, n in sent.items() if engine != busy]
     assert sum(sent.values()) == 36, sent
     assert sent[busy] < min(idle), sent
+
+
+def test_the_gateways_status_says_how_each_nodes_engine_is():
+    """playbooks/status.yml on the gateway: its balancer's view of every node's chat engine."""
+    inventory = os.environ.get("MOLECULE_INVENTORY_FILE")
+    assert inventory, "run under `molecule verify` (MOLECULE_INVENTORY_FILE is not set)"
+    project = MOLECULE.parent
+    env = {
+        **os.environ,
+        "ANSIBLE_ROLES_PATH": str(project / "roles"),
+        "ANSIBLE_FILTER_PLUGINS": str(project / "filter_plugins"),
+        "ANSIBLE_STDOUT_CALLBACK": "ansible.builtin.json",
+    }
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "ansible-playbook"), "-i", inventory,
+         str(project / "playbooks/status.yml"), "--limit", GATEWAY_HOST],
+        env=env, cwd=project, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    tasks = json.loads(result.stdout)["plays"][0]["tasks"]
+    assert tasks[-1]["task"]["name"] == "Show the status"
+    lines = tasks[-1]["hosts"][GATEWAY_HOST]["msg"]
+    assert "balancer RUNNING: one frontend per alias, least connections" in lines
+    for server in server_names().values():
+        line = next((x for x in lines if x.startswith(f"balancer gpt-3.5-turbo -> {server}: ")), "")
+        assert line.startswith(f"balancer gpt-3.5-turbo -> {server}: UP, in flight "), lines
