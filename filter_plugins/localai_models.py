@@ -46,7 +46,7 @@ Model entry (one dict per model)::
                   32 x 8 x 128 x 2 x 2 = 131072). Without it, read from the GGUF header of a
                   `src` file (the `auto` sizes need it)
     engines_per_gpu   engines of this model on each GPU it runs on (default 1, at most
-                  MAX_ENGINES_PER_GPU), each a LiteLLM deployment of the alias. For a small
+                  MAX_ENGINES_PER_GPU), each a server of the alias's balancer. For a small
                   model whose engine is busy on the CPU side (an embedding engine's per-request
                   work runs on one host thread while the GPU idles). GPU hosts only; not with
                   the split layout
@@ -1111,10 +1111,11 @@ def localai_engine_plan(
     gpu_mode: 'cpu' (no offload: --n-gpu-layers 0) or 'gpu'. The older values 'single',
     'split' and 'replicas' still work as gpu_mode='gpu' with that layout.
     layout (localai_gpu_layout): 'replicas' runs one chat engine per GPU, pinned with
-    `gpu: <index>` (programs.conf sets CUDA_VISIBLE_DEVICES), each a deployment of the same
-    alias that LiteLLM balances; 'split' runs one engine across all GPUs (--split-mode layer,
-    --tensor-split by memory); 'single' runs one engine on the first GPU; 'auto' takes single
-    on one GPU, else replicas when one engine of every chat model fits each GPU, else split.
+    `gpu: <index>` (programs.conf sets CUDA_VISIBLE_DEVICES), each a server of the alias's
+    balancer (filter_plugins/localai_balancer.py); 'split' runs one engine across all GPUs
+    (--split-mode layer, --tensor-split by memory); 'single' runs one engine on the first GPU;
+    'auto' takes single on one GPU, else replicas when one engine of every chat model fits
+    each GPU, else split.
     Fit = file size + KV cache + RESERVE_MIB per GPU (or gpu_memory_gb) within each GPU's
     memory less HEADROOM_PCT; a layout that does not fit raises, naming var_name. Embedding
     engines stay on the first GPU. Chat counts left 'auto' are sized as the module docstring's
@@ -1122,7 +1123,7 @@ def localai_engine_plan(
     estimate of one engine, None on a CPU host or when not known) and `sizing`, how they were
     found.
     An entry's engines_per_gpu (GPU modes only) repeats each of its engines on the same GPU:
-    more deployments of the alias, each with its own port and host thread.
+    more servers of the alias's balancer, each with its own port and host thread.
     gpus: nvidia_toolkit_gpus ([{index, memory_mib, ...}]); empty: no pinning (as before).
     sizes: {file: bytes} from the models role (or the lock file's {file: {size}}); else
     size_gb, else os.stat of `src`. KV cache per token: kv_bytes_per_token, else the header of
