@@ -70,24 +70,15 @@ def localai_metrics_routes(
                 },
             }
         )
-    if gpu_metrics_url:
-        routes.append(
-            {
-                "path": GPU_PATH,
-                "target": gpu_metrics_url,
-                "remote": False,
-                "labels": {"program": "gpu-metrics"},
-            }
-        )
-    if balancer_metrics_url:
-        routes.append(
-            {
-                "path": BALANCER_PATH,
-                "target": balancer_metrics_url,
-                "remote": False,
-                "labels": {"program": "balancer"},
-            }
-        )
+    # The container's other programs with series, each on its loopback ("" = not on this host).
+    for path, url, program in (
+        (GPU_PATH, gpu_metrics_url, "gpu-metrics"),
+        (BALANCER_PATH, balancer_metrics_url, "balancer"),
+    ):
+        if url:
+            routes.append(
+                {"path": path, "target": url, "remote": False, "labels": {"program": program}}
+            )
     paths = [route["path"] for route in routes]
     duplicates = sorted({p for p in paths if paths.count(p) > 1})
     if duplicates:
