@@ -53,9 +53,10 @@ def localai_balancer_plan(
     port_base: the first frontend's port on the container's loopback; alias i listens on
     port_base + i.
     Returns [{"alias", "name", "kind", "model", "host", "port", "prompt_tokens", "max_tokens",
-    "servers": [{"name", "host", "port", "parallel"}]}]: host and port are the frontend's
-    (127.0.0.1), name the HAProxy frontend and backend name; prompt_tokens and max_tokens are the
-    smallest of the alias's engines (every engine can serve what the alias promises).
+    "engine", "tokenizer_file", "servers": [{"name", "host", "port", "parallel"}]}]: host and
+    port are the frontend's (127.0.0.1), name the HAProxy frontend and backend name;
+    prompt_tokens and max_tokens are the smallest of the alias's engines (every engine can serve
+    what the alias promises); engine and tokenizer_file are its engines' (one engine per alias).
     Raises AnsibleFilterError, naming var_name, when a frontend port is a port an engine of this
     host uses, and when two aliases or two engines of an alias get the same HAProxy name.
     """
@@ -83,12 +84,20 @@ def localai_balancer_plan(
                 "port": int(port_base) + len(frontends),
                 "prompt_tokens": engine.get("prompt_tokens"),
                 "max_tokens": engine.get("max_tokens"),
+                "engine": engine.get("engine", "llama-server"),
+                "tokenizer_file": engine.get("tokenizer_file"),
                 "servers": [],
             }
         elif frontend["kind"] != kind:
             raise AnsibleFilterError(
                 f"alias {alias!r} names a {frontend['kind']} model and a {kind} model; "
                 "fix: give each model its own alias"
+            )
+        elif frontend["engine"] != engine.get("engine", "llama-server"):
+            raise AnsibleFilterError(
+                f"alias {alias!r} is served by {frontend['engine']} and by "
+                f"{engine.get('engine', 'llama-server')} engines, which count tokens and "
+                "answer differently; fix: one engine per alias (localai_models' engine)"
             )
         for key in ("prompt_tokens", "max_tokens"):
             values = [v for v in (frontend[key], engine.get(key)) if v is not None]

@@ -45,6 +45,12 @@ Model entry (one dict per model)::
                   cache: layers x KV heads x head dim x 2 (K and V) x 2 bytes; Llama-3-8B:
                   32 x 8 x 128 x 2 x 2 = 131072). Without it, read from the GGUF header of a
                   `src` file (the `auto` sizes need it)
+    engine        embedding only: llama-server (default; a GGUF file) or infinity (Infinity,
+                  infinity-emb, on the official Hugging Face model files: a directory, see
+                  "Infinity models" below)
+    files         infinity only: {path in the model directory: sha256} (64 hex digits,
+                  'huggingface' or empty, as `sha256` for one file), every file the engine
+                  reads (config.json, weights, tokenizer, sentence-transformers modules)
     engines_per_gpu   engines of this model on each GPU it runs on (default 1, at most
                   MAX_ENGINES_PER_GPU), each a server of the alias's balancer. For a small
                   model whose engine is busy on the CPU side (an embedding engine's per-request
@@ -56,6 +62,15 @@ gets ctx_size // parallel tokens. That must hold the prompt budget plus the repl
 chat: ctx_size // parallel >= prompt_tokens + max_tokens; embedding: ctx_size // parallel >=
 prompt_tokens and ubatch_size (default 512) >= prompt_tokens (an embedding input is processed
 in one physical batch).
+
+Infinity models (engine: infinity): `file` names a directory under the models dir, `files` the
+files in it, each verified by its own sha256 like a GGUF file; `url` is the base the paths are
+appended to (https://huggingface.co/OWNER/REPO/resolve/REVISION: a pinned revision), `src` a
+directory on the controller. localai_model_files turns such an entry into one download per file
+for the models role. The engine batches the inputs of concurrent requests, sorted by length, in
+batches of at most batch_size (Infinity's --batch-size); its GPU memory is gpu_memory_gb
+(INFINITY_GPU_MEMORY_GB unless written). Not for it: ctx_size, parallel, ubatch_size, pooling,
+flash_attn, n_gpu_layers (the model directory's sentence-transformers modules give the pooling).
 
 Sizing (chat models; localai_engine_plan): a slot holds prompt_tokens + max_tokens, and
 ctx_size is always parallel x that. `parallel: auto` with a number for ctx_size takes as many
@@ -99,6 +114,38 @@ AUTO = "auto"
 # Fields a chat model may leave to the plan (Sizing, above).
 AUTO_FIELDS = ("ctx_size", "parallel", "gpu_memory_gb")
 
+ENGINES = ("llama-server", "infinity")
+# Infinity (infinity-emb) in the image's second venv; its command and its GPU memory when the
+# entry gives none: the model's weights in float16 plus PyTorch's CUDA context and the
+# activations of one batch (BENCHMARKS.md, "Embeddings with Infinity").
+INFINITY_COMMAND = "/opt/localai/embed-venv/bin/infinity_emb"
+LLAMA_SERVER_COMMAND = "/opt/localai/bin/llama-server"
+INFINITY_GPU_MEMORY_GB = 3
+INFINITY_BATCH_SIZE = 32
+DIR_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,200}$")
+PIECE_RE = re.compile(
+    r"^(?:[A-Za-z0-9_][A-Za-z0-9._-]{0,127}/){0,4}[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$"
+)
+# Flags of the Infinity command the plan writes itself.
+INFINITY_MANAGED_FLAGS = frozenset(
+    {
+        "--model-id",
+        "--served-model-name",
+        "--host",
+        "--port",
+        "--device",
+        "--dtype",
+        "--engine",
+        "--batch-size",
+        "--url-prefix",
+        "--api-key",
+        "--model-warmup",
+        "--no-model-warmup",
+    }
+)
+# Fields only llama-server takes.
+LLAMA_SERVER_ONLY = ("ctx_size", "parallel", "ubatch_size", "pooling", "flash_attn", "n_gpu_layers")
+
 REQUIRED = ("name", "alias", "kind", "file")
 COMMON_FIELDS = (
     "name",
@@ -120,9 +167,11 @@ COMMON_FIELDS = (
     "size_gb",
     "gpu_memory_gb",
     "engines_per_gpu",
+    "engine",
+    "files",
 )
 CHAT_ONLY = ("max_tokens", "chat_template", "chat_template_file", "jinja", "kv_bytes_per_token")
-EMBEDDING_ONLY = ("pooling",)
+EMBEDDING_ONLY = ("pooling", "engine", "files")
 ALL_FIELDS = COMMON_FIELDS + CHAT_ONLY + EMBEDDING_ONLY
 
 DEFAULTS: dict[str, dict[str, Any]] = {
@@ -136,6 +185,14 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "extra_args": [],
         "engines_per_gpu": 1,
     },
+    "infinity": {
+        "prompt_tokens": 512,
+        "batch_size": INFINITY_BATCH_SIZE,
+        "gpu_memory_gb": INFINITY_GPU_MEMORY_GB,
+        "extra_args": [],
+        "engines_per_gpu": 1,
+        "n_gpu_layers": 999,
+    },
     "embedding": {
         "ctx_size": 2048,
         "parallel": 4,
@@ -145,6 +202,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "pooling": "mean",
         "extra_args": [],
         "engines_per_gpu": 1,
+        "engine": "llama-server",
     },
 }
 
@@ -203,10 +261,22 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+def is_infinity(entry: Any) -> bool:
+    """True for a model entry served by Infinity (engine: infinity)."""
+    return isinstance(entry, dict) and entry.get("engine") == "infinity"
+
+
 def _settings(entry: dict[str, Any]) -> dict[str, Any]:
-    """Return the entry with the kind's defaults filled in (kind assumed valid)."""
-    merged = dict(DEFAULTS[entry["kind"]])
+    """Return the entry with the kind's (or Infinity's) defaults filled in (kind assumed valid).
+
+    An Infinity entry reports its batch as `parallel` and its longest input as `ctx_size`, the
+    numbers the plan prints for every engine.
+    """
+    merged = dict(DEFAULTS["infinity" if is_infinity(entry) else entry["kind"]])
     merged.update({k: v for k, v in entry.items() if v is not None})
+    if is_infinity(entry):
+        merged.setdefault("parallel", merged.get("batch_size"))
+        merged.setdefault("ctx_size", merged.get("prompt_tokens"))
     return merged
 
 
@@ -232,6 +302,25 @@ def _check_fields(label: str, entry: dict[str, Any]) -> list[str]:
         for field in wrong_kind
         if entry.get(field) is not None
     )
+    engine = entry.get("engine")
+    if engine is not None and engine not in ENGINES:
+        errors.append(f"{label}: field 'engine' is {engine!r}; fix: one of {', '.join(ENGINES)}")
+    if engine == "infinity":
+        errors += [
+            f"{label}: field '{field}' is llama-server's, not Infinity's; fix: remove it"
+            for field in LLAMA_SERVER_ONLY
+            if entry.get(field) is not None
+        ]
+        if entry.get("sha256") not in (None, ""):
+            errors.append(
+                f"{label}: field 'sha256' is for one file; an Infinity model gives one per "
+                "file; fix: move it into 'files' ({path: sha256})"
+            )
+    elif entry.get("files") is not None:
+        errors.append(
+            f"{label}: field 'files' is for Infinity models only; fix: remove it, or set "
+            "engine: infinity (a Hugging Face model directory)"
+        )
     return errors
 
 
@@ -246,6 +335,15 @@ def _check_names(label: str, entry: dict[str, Any]) -> list[str]:
                 "or '-' (no spaces or slashes, at most 128 characters)"
             )
     file = entry.get("file")
+    if is_infinity(entry):
+        if file not in (None, "") and not (
+            isinstance(file, str) and DIR_RE.match(file) and not file.endswith(".gguf")
+        ):
+            errors.append(
+                f"{label}: field 'file' is {file!r}; fix: for an Infinity model, the name of "
+                "its directory under the models dir (letters, digits, '.', '_', '-'; not *.gguf)"
+            )
+        return errors
     if file not in (None, "") and not (isinstance(file, str) and FILE_RE.match(file)):
         errors.append(
             f"{label}: field 'file' is {file!r}; fix: a bare file name ending in .gguf "
@@ -300,6 +398,97 @@ def _check_source(
     return errors
 
 
+def model_pieces(entry: dict[str, Any]) -> list[dict[str, Any]]:
+    """The files of an Infinity model entry, each as a one-file entry for the models role.
+
+    Returns [{name, file: <dir>/<path>, url: <url>/<path> | src: <src>/<path>, sha256,
+    piece_of}] in the order of `files` (entry assumed valid).
+    """
+    pieces = []
+    for path, sha in entry["files"].items():
+        piece = {
+            "name": entry["name"],
+            "file": f"{entry['file']}/{path}",
+            "sha256": sha or "",
+            "piece_of": entry["name"],
+        }
+        for field in ("url", "src"):
+            if entry.get(field) not in (None, ""):
+                piece[field] = f"{str(entry[field]).rstrip('/')}/{path}"
+        pieces.append(piece)
+    return pieces
+
+
+def localai_model_files(models: Any) -> list[Any]:
+    """The model list as the models role places it: one entry per file.
+
+    A GGUF entry stays as it is; an Infinity entry becomes one entry per file of its
+    directory (model_pieces), each downloaded, verified and locked on its own. Invalid input is
+    passed through unchanged for localai_models_validate to report.
+    """
+    if not isinstance(models, list):
+        return models
+    result: list[Any] = []
+    for entry in models:
+        if is_infinity(entry) and isinstance(entry.get("files"), dict) and _piece_paths_ok(entry):
+            result += model_pieces(entry)
+        else:
+            result.append(entry)
+    return result
+
+
+def _piece_paths_ok(entry: dict[str, Any]) -> bool:
+    """Every key of `files` is a relative path the pieces may be named after."""
+    return all(isinstance(p, str) and PIECE_RE.match(p) and ".." not in p for p in entry["files"])
+
+
+def _check_files(
+    label: str, entry: dict[str, Any], allow_unverified: bool, allow_http: bool
+) -> list[str]:
+    """An Infinity entry's directory source (url or src) and its files' sha256."""
+    files = entry.get("files")
+    if not isinstance(files, dict) or not files:
+        return [
+            f"{label}: field 'files' is {files!r}; fix: a mapping of every file the engine "
+            "reads, {path in the model directory: sha256} (config.json, model.safetensors, "
+            "tokenizer.json, modules.json, 1_Pooling/config.json, ...)"
+        ]
+    errors = [
+        f"{label}: field 'files' has the path {path!r}; fix: a relative path inside the model "
+        "directory (letters, digits, '.', '_', '-', at most 5 levels, no '..')"
+        for path in files
+        if not (isinstance(path, str) and PIECE_RE.match(path) and ".." not in path)
+    ]
+    if "config.json" not in files:
+        errors.append(
+            f"{label}: field 'files' lists no config.json; fix: add it (Infinity reads the "
+            "model's shape from it)"
+        )
+    base = {k: entry.get(k) for k in ("url", "src")} | {"sha256": "0" * 64}
+    errors += _check_source(label, base, allow_unverified, allow_http)
+    if errors:
+        return errors
+    for piece in model_pieces(entry):
+        errors += _check_source(
+            f"{label} file '{piece['file']}'", piece, allow_unverified, allow_http
+        )
+    return errors
+
+
+def _check_piece(
+    label: str, entry: dict[str, Any], allow_unverified: bool, allow_http: bool
+) -> list[str]:
+    """One file of an Infinity model (localai_model_files): its path and source."""
+    errors = [
+        f"{label}: field '{field}' is unknown for one file of a model directory; fix: remove it"
+        for field in sorted(set(entry) - {"name", "file", "url", "src", "sha256", "piece_of"})
+    ]
+    file = entry.get("file")
+    if not (isinstance(file, str) and PIECE_RE.match(file) and ".." not in file):
+        errors.append(f"{label}: field 'file' is {file!r}; fix: <directory>/<path>")
+    return errors + _check_source(label, entry, allow_unverified, allow_http)
+
+
 def _check_int(label: str, settings: dict[str, Any], field: str, minimum: int) -> list[str]:
     """One integer field with a lower bound."""
     value = settings.get(field)
@@ -345,6 +534,9 @@ def _check_engine(label: str, settings: dict[str, Any]) -> list[str]:
             f"{label}: field 'engines_per_gpu' is {per_gpu}; fix: at most {MAX_ENGINES_PER_GPU} "
             "(each engine holds its own copy of the model and one host thread)"
         )
+    if is_infinity(settings):
+        errors += _check_extra_args(label, settings.get("extra_args"), INFINITY_MANAGED_FLAGS)
+        return errors
     if settings.get("flash_attn") not in FLASH_ATTN:
         errors.append(
             f"{label}: field 'flash_attn' is {settings.get('flash_attn')!r}; fix: one of "
@@ -382,15 +574,20 @@ def _check_engine(label: str, settings: dict[str, Any]) -> list[str]:
     return errors
 
 
-def _check_extra_args(label: str, extra: Any) -> list[str]:
+def _check_extra_args(label: str, extra: Any, managed: frozenset[str] = MANAGED_FLAGS) -> list[str]:
     """extra_args must be strings and must not repeat a flag the plan manages."""
     if not isinstance(extra, list) or not all(isinstance(a, str) for a in extra):
         return [f"{label}: field 'extra_args' is {extra!r}; fix: a list of strings"]
-    clashes = sorted({a.split("=", 1)[0] for a in extra} & MANAGED_FLAGS)
+    clashes = sorted({a.split("=", 1)[0] for a in extra} & managed)
     if clashes:
+        fields = (
+            "batch_size, prompt_tokens, ..."
+            if managed is INFINITY_MANAGED_FLAGS
+            else "ctx_size, parallel, flash_attn, ..."
+        )
         return [
             f"{label}: field 'extra_args' sets {', '.join(clashes)}, which the role manages; "
-            "fix: use the entry's own field (ctx_size, parallel, flash_attn, ...) instead"
+            f"fix: use the entry's own field ({fields}) instead"
         ]
     return []
 
@@ -445,6 +642,8 @@ def _check_duplicates(models: list[Any], var_name: str) -> list[str]:
         seen: dict[str, int] = {}
         for index, entry in enumerate(models):
             value = entry.get(field) if isinstance(entry, dict) else None
+            if field != "file" and isinstance(entry, dict) and "piece_of" in entry:
+                continue  # the files of one model directory share its name
             if not isinstance(value, str) or not value:
                 continue
             if value in seen:
@@ -476,8 +675,14 @@ def localai_models_validate(
         if not isinstance(entry, dict):
             errors.append(f"{label}: entry is {entry!r}; fix: a mapping with name, alias, ...")
             continue
+        if "piece_of" in entry:
+            errors += _check_piece(label, entry, allow_unverified, allow_http)
+            continue
         entry_errors = _check_fields(label, entry) + _check_names(label, entry)
-        entry_errors += _check_source(label, entry, allow_unverified, allow_http)
+        if is_infinity(entry):
+            entry_errors += _check_files(label, entry, allow_unverified, allow_http)
+        else:
+            entry_errors += _check_source(label, entry, allow_unverified, allow_http)
         if entry.get("kind") in KINDS:
             entry_errors += _check_engine(label, _settings(entry))
         errors += entry_errors
@@ -539,13 +744,53 @@ def _engine_args(s: dict[str, Any], host: str, port: int, model_path: str, cpu: 
     return args + [str(a) for a in s["extra_args"]]
 
 
-def _program(kind: str, index: int, name: str, replica: int | None = None) -> str:
+def _infinity_args(
+    s: dict[str, Any], host: str, port: int, model_path: str, cpu: bool
+) -> list[str]:
+    """The Infinity command line (after the binary) for one model directory.
+
+    /v1 prefix: the OpenAI routes (/v1/embeddings, /v1/models) where LiteLLM's openai/
+    provider calls them; /health and /metrics stay at the root. --lengths-via-tokenize: the
+    queue sorts by tokens, and `usage` counts tokens (by default it counts characters).
+    float16 on a GPU (PyTorch's fused attention kernels), float32 on the CPU.
+    """
+    args = [
+        "v2",
+        "--model-id",
+        model_path,
+        "--served-model-name",
+        s["name"],
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--url-prefix",
+        "/v1",
+        "--engine",
+        "torch",
+        "--device",
+        "cpu" if cpu else "cuda",
+        "--dtype",
+        "float32" if cpu else "float16",
+        "--batch-size",
+        str(s["batch_size"]),
+        "--lengths-via-tokenize",
+    ]
+    return args + [str(a) for a in s["extra_args"]]
+
+
+def _program(
+    kind: str, index: int, name: str, replica: int | None = None, infinity: bool = False
+) -> str:
     """Supervisor program name: the first engine of a kind keeps the short, documented name.
 
     Replicas of one model add their index (llamacpp-chat-0, llamacpp-chat-1, ...); a single
-    engine keeps the name it always had, so logs and docs stay valid on one-GPU hosts.
+    engine keeps the name it always had, so logs and docs stay valid on one-GPU hosts. An
+    Infinity engine is infinity-embeddings (the first one) or infinity-embeddings-<model>.
     """
     base = "llamacpp-chat" if kind == "chat" else "llamacpp-embeddings"
+    if infinity:
+        base = "infinity-embeddings"
     if index > 0:
         slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
         base = f"{base}-{slug}"
@@ -1088,7 +1333,7 @@ def _split_args(layout: str, gpu_mode: str, gpus: list[dict[str, Any]]) -> list[
     return ["--split-mode", "layer", "--tensor-split", weights]
 
 
-def localai_engine_plan(
+def localai_engine_plan(  # noqa: PLR0915 - one pass over the models, in the order documented
     models: Any,
     gpu_mode: str = "gpu",
     *,
@@ -1176,13 +1421,15 @@ def localai_engine_plan(
         sizing = [elastic.get(i) or size for i, size in enumerate(fixed)]
     first_gpu = gpu_list[0]["index"] if gpu_list else None
     engines: list[dict[str, Any]] = []
-    counters = {"chat": 0, "embedding": 0}
+    # Program names count llama-server's chat and embedding engines and Infinity's apart.
+    counters = {"chat": 0, "embedding": 0, "infinity": 0}
     ports = {"chat": chat_port_base, "embedding": embedding_port_base}
     bind = listen_host or host
     for s, size in zip(settings, sizing, strict=True):
         kind = s["kind"]
-        index = counters[kind]
-        counters[kind] += 1
+        counter = "infinity" if is_infinity(s) else kind
+        index = counters[counter]
+        counters[counter] += 1
         pins = (
             _replicas(layout, gpu_mode, gpu_list, cpu_replicas) if kind == "chat" else [first_gpu]
         )
@@ -1193,13 +1440,26 @@ def localai_engine_plan(
             port = ports[kind]
             ports[kind] += 1
             counts = {"parallel": size.parallel, "ctx_size": size.ctx_size}
-            args = _engine_args(s | counts, bind, port, model_path, gpu_mode == "cpu")
+            infinity = is_infinity(s)
+            build = _infinity_args if infinity else _engine_args
+            args = build(s | counts, bind, port, model_path, gpu_mode == "cpu")
             if kind == "chat":
                 args += _split_args(layout, gpu_mode, gpu_list)
             engines.append(
                 {
-                    "program": _program(kind, index, s["name"], replica if len(pins) > 1 else None),
+                    "program": _program(
+                        kind, index, s["name"], replica if len(pins) > 1 else None, infinity
+                    ),
                     "kind": kind,
+                    "engine": "infinity" if infinity else "llama-server",
+                    "command": INFINITY_COMMAND if infinity else LLAMA_SERVER_COMMAND,
+                    # Where the proxy counts an Infinity model's input tokens (Infinity has
+                    # no /tokenize and cuts over-long inputs silently); None for llama-server.
+                    "tokenizer_file": (
+                        f"{model_path}/tokenizer.json"
+                        if infinity and "tokenizer.json" in s["files"]
+                        else None
+                    ),
                     "model": s["name"],
                     "alias": s["alias"],
                     "host": host,
@@ -1323,6 +1583,7 @@ class FilterModule:
         """Map filter names to functions."""
         return {
             "localai_models_validate": localai_models_validate,
+            "localai_model_files": localai_model_files,
             "localai_engine_plan": localai_engine_plan,
             "localai_models_lock": localai_models_lock,
             "localai_models_placed": localai_models_placed,

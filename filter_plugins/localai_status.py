@@ -24,13 +24,22 @@ def _head(deployed: dict[str, Any], unit_state: str, container: dict[str, Any] |
 
 
 def _engine_line(engine: dict[str, Any], state: str, gauges: list[int] | None) -> str:
-    """One engine: state, alias and model, slots, context, GPU, requests in flight."""
-    line = (
-        f"{engine['program']} {state}: {engine['alias']} = {engine['model']}, "
-        f"{engine['parallel']} slots, ctx {engine['ctx_size']}"
+    """One engine: state, alias and model, slots, context, GPU, requests in flight.
+
+    An Infinity engine has batches and an input limit instead of slots and a context, and no
+    request gauges of its own (the balancer's lines show its requests in flight).
+    """
+    infinity = engine.get("engine") == "infinity"
+    sizes = (
+        f"Infinity, batches of {engine['parallel']}, inputs up to {engine['ctx_size']} tokens"
+        if infinity
+        else f"{engine['parallel']} slots, ctx {engine['ctx_size']}"
     )
+    line = f"{engine['program']} {state}: {engine['alias']} = {engine['model']}, {sizes}"
     if engine.get("gpu") is not None:
         line += f", GPU {engine['gpu']}"
+    if infinity:
+        return line
     if gauges:
         return line + f", in flight {gauges[0]}, waiting {gauges[1]}"
     return line + f", in flight unknown (no answer on port {engine['port']})"

@@ -17,6 +17,11 @@
 #                                                  image's LiteLLM wheel ships (client tests point
 #                                                  TIKTOKEN_CACHE_DIR here: LangChain tokenizes
 #                                                  with it, and its download site is unreachable)
+#   .cache/fixtures/all-MiniLM-L6-v2.files.yml     {path: sha256} of the model directory's files
+#                                                  (an `engine: infinity` entry's `files`)
+#   .cache/wheels/embed/torch-2.13.0+cpu-...whl    PyTorch's CPU wheel for the image's Infinity
+#                                                  venv (stack_image_embed_wheels_dir): pip takes
+#                                                  it from its find-links or PyTorch's CPU index
 # Side products other tools use:
 #   .cache/src/llama.cpp/          the extracted source (gguf-py for bench/ and its unit tests)
 #   .cache/convert-venv/           converter venv (scripts/requirements-fixtures.txt), which also
@@ -54,6 +59,14 @@ EMBED_GGUF="$FIX/all-MiniLM-L6-v2-f16.gguf"
 MINILM_DIR="$MODELS/all-MiniLM-L6-v2"
 TIKTOKEN_DIR="$FIX/tiktoken"
 TOOL_TEMPLATE=NousResearch-Hermes-2-Pro-Llama-3-8B-tool_use.jinja
+MINILM_FILES="$FIX/all-MiniLM-L6-v2.files.yml"
+# The files Infinity (sentence-transformers) reads from the directory; not its README or the
+# training data's config.
+MINILM_SERVED="config.json config_sentence_transformers.json model.safetensors modules.json
+  sentence_bert_config.json special_tokens_map.json tokenizer.json tokenizer_config.json vocab.txt
+  1_Pooling/config.json"
+EMBED_WHEELS="$CACHE_DIR/wheels/embed"
+TORCH_PIN=$(sed -n 's/^\(torch==[^ ]*\) .*/\1/p' roles/stack_image/files/requirements-embed.txt)
 
 log() { echo "make-fixtures: $*"; }
 die() {
@@ -164,6 +177,26 @@ else
   "$VENV/bin/python" "$TOOL" inspect "$EMBED_GGUF.part" ||
     die "the converted GGUF does not read back with gguf-py"
   mv "$EMBED_GGUF.part" "$EMBED_GGUF"
+fi
+
+# 6b. The directory's files and their sha256, for the `engine: infinity` entry of the tests.
+(cd "$MINILM_DIR" && for f in $MINILM_SERVED; do
+  [ -s "$f" ] || die "$MINILM_DIR has no $f"
+  printf '%s: %s\n' "$f" "$(sha256sum "$f" | cut -d' ' -f1)"
+done) >"$MINILM_FILES.part"
+mv "$MINILM_FILES.part" "$MINILM_FILES"
+
+# 6c. PyTorch's CPU wheel of the image's Infinity venv (CPython 3.11, x86_64: Debian 12's).
+[ -n "$TORCH_PIN" ] || die "no torch== pin in roles/stack_image/files/requirements-embed.txt"
+if ls "$EMBED_WHEELS"/torch-*.whl >/dev/null 2>&1; then
+  log "have $(basename "$(ls "$EMBED_WHEELS"/torch-*.whl | head -n 1)")"
+else
+  log "downloading $TORCH_PIN (CPU wheel) into $EMBED_WHEELS"
+  mkdir -p "$EMBED_WHEELS"
+  quiet_pip "$PYTHON" -m pip download --quiet --no-deps --only-binary :all: \
+    --python-version 3.11 --platform manylinux_2_28_x86_64 --implementation cp --abi cp311 \
+    --extra-index-url https://download.pytorch.org/whl/cpu -d "$EMBED_WHEELS" "$TORCH_PIN" ||
+    die "pip download $TORCH_PIN failed"
 fi
 
 # 7. cl100k_base for tiktoken, from the LiteLLM wheel the image installs (same version).

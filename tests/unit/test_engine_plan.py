@@ -49,7 +49,11 @@ def test_engine_dicts_follow_the_contract():
     assert set(chat) == {
         "program", "kind", "model", "alias", "host", "port", "model_path", "args", "gpu",
         "prompt_tokens", "max_tokens", "parallel", "ctx_size", "gpu_memory_gb", "sizing",
+        "engine", "command", "tokenizer_file",
     }  # fmt: skip
+    assert chat["engine"] == embed["engine"] == "llama-server"
+    assert chat["command"] == "/opt/localai/bin/llama-server"
+    assert chat["tokenizer_file"] is None
     assert (chat["prompt_tokens"], chat["max_tokens"]) == (512, 512)
     assert (embed["prompt_tokens"], embed["max_tokens"]) == (512, None)
     assert chat["program"] == "llamacpp-chat" and embed["program"] == "llamacpp-embeddings"

@@ -7,7 +7,7 @@ import re
 
 from scenario import CONTAINER, LLAMACPP_REF, UNIT
 
-PROGRAMS = {"llamacpp-chat", "llamacpp-embeddings", "litellm", "balancer"}
+PROGRAMS = {"llamacpp-chat", "llamacpp-embeddings", "infinity-embeddings", "litellm", "balancer"}
 
 
 def image_of_unit(host) -> str:

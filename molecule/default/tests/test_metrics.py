@@ -88,6 +88,7 @@ def test_targets_name_the_proxy_and_every_engine(groups):
         "/metrics/",
         "/engines/llamacpp-chat/metrics",
         "/engines/llamacpp-embeddings/metrics",
+        "/engines/infinity-embeddings/metrics",
         "/balancer/metrics",
     }  # a CPU host: no /gpus/metrics
     assert paths["/engines/llamacpp-chat/metrics"]["alias"] == "gpt-3.5-turbo"
@@ -114,6 +115,10 @@ def test_every_target_answers_with_its_series(groups):
     assert not any("hashed_api_key" in labels for labels in found["litellm"].values())
     for engine in ("llamacpp-chat", "llamacpp-embeddings"):
         assert {"llamacpp:prompt_tokens_total", "llamacpp:requests_deferred"} <= set(found[engine])
+    # Infinity's: its HTTP server's requests and their durations.
+    assert {"http_requests_total", "http_request_duration_seconds_bucket"} <= set(
+        found["infinity-embeddings"]
+    )
     # HAProxy's: requests in flight and served per engine, per alias.
     assert {"haproxy_server_current_sessions", "haproxy_server_sessions_total"} <= set(
         found["balancer"]

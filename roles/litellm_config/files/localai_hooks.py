@@ -13,7 +13,9 @@ passes it on unchanged to llama-server, which reads it differently:
 - An embedding input longer than the model's window: llama-server answers HTTP 500 (over its
   batch) and the router retries it. Here it is HTTP 400 at once, with the limit, as OpenAI
   answers. Tokens are counted by the engine's own /tokenize (the model's tokenizer, special
-  tokens included), against the alias's model_info.max_input_tokens.
+  tokens included), against the alias's model_info.max_input_tokens. Infinity has no
+  /tokenize and cuts over-long inputs silently: for its aliases (model_info
+  localai_tokenizer_file) the model's own tokenizer.json counts them here.
 - `dimensions` for a model that makes vectors of one size only: dropped by drop_params, so the
   client got vectors of another size than it asked for. Here it is HTTP 400 unless it equals
   the engine's size (then it is dropped, nothing to do).
@@ -30,12 +32,14 @@ directory); each proxy worker process holds its own instance.
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 from collections.abc import AsyncGenerator, Sequence
 from typing import Any
 
 import httpx
 import tiktoken
+import tokenizers
 from litellm.integrations.custom_logger import CustomLogger
 
 # Imported for its effect: it points TIKTOKEN_CACHE_DIR at the encodings LiteLLM ships (tiktoken
@@ -82,6 +86,29 @@ def _engine(deployment: dict[str, Any]) -> tuple[str, dict[str, str]]:
     if key.startswith("os.environ/"):
         key = os.environ.get(key.removeprefix("os.environ/"), "")
     return root, ({"Authorization": f"Bearer {key}"} if key and key != "none" else {})
+
+
+@functools.lru_cache(maxsize=16)
+def model_tokenizer(path: str) -> tokenizers.Tokenizer:
+    """A model's tokenizer.json (Hugging Face tokenizers), without truncation or padding.
+
+    A tokenizer file may carry truncation at the model's length; counting must see the whole
+    input. Raises OSError/Exception from tokenizers when the file is missing or unreadable.
+    """
+    tokenizer = tokenizers.Tokenizer.from_file(path)
+    tokenizer.no_truncation()
+    tokenizer.no_padding()
+    return tokenizer
+
+
+def count_with_tokenizer(path: str, texts: Sequence[str]) -> list[int | None]:
+    """Tokens of each text by the model's tokenizer file, special tokens included ([CLS]/[SEP],
+    <s>/</s>, as the engine adds them); None for each text when the file cannot be read."""
+    try:
+        tokenizer = model_tokenizer(path)
+    except Exception:  # tokenizers raises its own Exception type
+        return [None] * len(texts)
+    return [len(e.ids) for e in tokenizer.encode_batch(list(texts), add_special_tokens=True)]
 
 
 def openai_encoding(alias: str) -> tiktoken.Encoding | None:
@@ -213,6 +240,10 @@ class RequestRules(CustomLogger):
         self, deployments: list[dict[str, Any]], texts: list[str]
     ) -> list[int | None]:
         """Each text's token count by the engine's tokenizer (None: no engine answered)."""
+        files = [(d.get("model_info") or {}).get("localai_tokenizer_file") for d in deployments]
+        for path in files:
+            if isinstance(path, str) and path and os.path.isfile(path):
+                return count_with_tokenizer(path, texts)
         for deployment in deployments:  # replicas serve one model: the first that answers
             root, headers = _engine(deployment)
             try:
@@ -234,18 +265,38 @@ class RequestRules(CustomLogger):
         return len(reply.json()["tokens"])
 
     async def _vector_size(self, deployments: list[dict[str, Any]]) -> int | None:
-        """The engine's embedding size (llama-server /v1/models meta.n_embd), cached."""
+        """The engine's embedding size, cached: llama-server's /v1/models meta.n_embd, else
+        (Infinity, whose /v1/models does not tell) the length of one vector it makes."""
         for deployment in deployments:
             root, headers = _engine(deployment)
             if root not in self._vector_sizes:
                 try:
-                    reply = await self._http().get(f"{root}/v1/models", headers=headers)
-                    reply.raise_for_status()
-                    self._vector_sizes[root] = int(reply.json()["data"][0]["meta"]["n_embd"])
+                    size = await self._models_n_embd(root, headers)
+                    if size is None:
+                        size = await self._probe_vector_size(root, headers, deployment)
+                    self._vector_sizes[root] = size
                 except (httpx.HTTPError, KeyError, IndexError, TypeError, ValueError):
                     continue
             return self._vector_sizes[root]
         return None
+
+    async def _models_n_embd(self, root: str, headers: dict[str, str]) -> int | None:
+        """llama-server's embedding size from /v1/models (None: the engine does not say)."""
+        reply = await self._http().get(f"{root}/v1/models", headers=headers)
+        reply.raise_for_status()
+        meta = reply.json()["data"][0].get("meta")
+        return int(meta["n_embd"]) if isinstance(meta, dict) and "n_embd" in meta else None
+
+    async def _probe_vector_size(
+        self, root: str, headers: dict[str, str], deployment: dict[str, Any]
+    ) -> int:
+        """The length of the vector the engine makes for one short text."""
+        model = str((deployment.get("litellm_params") or {}).get("model", "")).split("/", 1)[-1]
+        reply = await self._http().post(
+            f"{root}/v1/embeddings", json={"model": model, "input": ["size"]}, headers=headers
+        )
+        reply.raise_for_status()
+        return len(reply.json()["data"][0]["embedding"])
 
 
 def _empty_choice(choice: Any) -> bool:
