@@ -196,7 +196,14 @@ def test_the_program_runs_offline_without_telemetry():
     )
     found = programs(plan)
     program = found["infinity-embeddings"]
-    assert program["command"].startswith("/opt/localai/embed-venv/bin/infinity_emb v2 ")
+    argv = shlex.split(program["command"])  # as supervisord splits it
+    assert argv[:2] == ["/bin/sh", "-c"]
+    assert argv[3:6] == ["infinity-embeddings", "/opt/localai/embed-venv/bin/infinity_emb", "v2"]
+    assert argv[-1] == "--lengths-via-tokenize"
+    assert (
+        'PROMETHEUS_MULTIPROC_DIR="/tmp/localai-prometheus-infinity-embeddings"'
+        in (program["environment"])
+    )
     environment = program["environment"]
     for setting in (
         'CUDA_VISIBLE_DEVICES="0"',

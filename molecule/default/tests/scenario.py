@@ -11,7 +11,10 @@ PROJECT = Path(os.environ.get("MOLECULE_PROJECT_DIRECTORY", Path(__file__).paren
 # The target publishes the stack's port 28000 on the controller's loopback: default as 28100,
 # debian13 (which runs these endpoint checks too) as 28300 (molecule.yml, published_ports).
 PORTS = {"default": 28100, "debian13": 28300}
-BASE_URL = f"http://127.0.0.1:{PORTS[os.environ.get('MOLECULE_SCENARIO_NAME', 'default')]}/v1"
+SCENARIO = os.environ.get("MOLECULE_SCENARIO_NAME", "default")
+BASE_URL = f"http://127.0.0.1:{PORTS[SCENARIO]}/v1"
+# The default scenario also serves a model with Infinity (host_vars/localai-default/infinity.yml).
+INFINITY_PROGRAMS = {"infinity-embeddings"} if SCENARIO == "default" else set()
 # The test overrides every molecule target gets (its host_vars link to them).
 TEST_VARS = yaml.safe_load((PROJECT / "molecule/shared/vars/airgap-test.yml").read_text())
 API_KEY = TEST_VARS["litellm_config_master_key"]

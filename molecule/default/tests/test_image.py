@@ -5,9 +5,9 @@ from __future__ import annotations
 import configparser
 import re
 
-from scenario import CONTAINER, LLAMACPP_REF, UNIT
+from scenario import CONTAINER, INFINITY_PROGRAMS, LLAMACPP_REF, UNIT
 
-PROGRAMS = {"llamacpp-chat", "llamacpp-embeddings", "infinity-embeddings", "litellm", "balancer"}
+PROGRAMS = {"llamacpp-chat", "llamacpp-embeddings", "litellm", "balancer"} | INFINITY_PROGRAMS
 
 
 def image_of_unit(host) -> str:

@@ -145,13 +145,11 @@ def test_engine_runs_from_its_own_venv_without_telemetry(host):
     environ = host.check_output(f"docker exec {CONTAINER} cat /proc/{pid}/environ").split("\0")
     assert "DO_NOT_TRACK=1" in environ
     assert "HF_HUB_OFFLINE=1" in environ
-    log = host.check_output(f"docker exec {CONTAINER} cat /logs/{PROGRAM}.log")
-    assert "Anonymized usage statistics are disabled" in log
 
 
 def test_killed_engine_comes_back(host, sdk, reference):
     before = engine_pid(host)
-    host.check_output(f"docker exec {CONTAINER} kill -KILL {before}")
+    host.check_output(f"docker exec {CONTAINER} sh -c 'kill -KILL {before}'")
     deadline = time.monotonic() + 180
     while True:
         try:
