@@ -117,11 +117,14 @@ AUTO_FIELDS = ("ctx_size", "parallel", "gpu_memory_gb")
 ENGINES = ("llama-server", "infinity")
 # Infinity (infinity-emb) in the image's second venv; its command and its GPU memory when the
 # entry gives none: the model's weights in float16 plus PyTorch's CUDA context and the
-# activations of one batch (BENCHMARKS.md, "Embeddings with Infinity").
+# activations of one batch (BENCHMARKS.md, "Embeddings with Infinity"; 1.8 GiB measured for
+# e5-small at --batch-size 128 under 4 clients x 128 documents on an H200). The batch size:
+# on that H200, 128 gave 1.73x the docs/s of 32 for 4 clients x 128 documents and 1.2x for 16
+# single-document clients; 512 gave less than 128 (BENCHMARKS.md, "Infinity on an H200").
 INFINITY_COMMAND = "/opt/localai/embed-venv/bin/infinity_emb"
 LLAMA_SERVER_COMMAND = "/opt/localai/bin/llama-server"
 INFINITY_GPU_MEMORY_GB = 3
-INFINITY_BATCH_SIZE = 32
+INFINITY_BATCH_SIZE = 128
 DIR_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,200}$")
 PIECE_RE = re.compile(
     r"^(?:[A-Za-z0-9_][A-Za-z0-9._-]{0,127}/){0,4}[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$"

@@ -261,7 +261,7 @@ def test_status_speaks_of_batches_not_slots():
     line = status._engine_line(engine, "RUNNING", [0, 0])
     assert line == (
         "infinity-embeddings RUNNING: text-embedding-ada-002 = multilingual-e5-small, Infinity, "
-        "batches of 32, inputs up to 512 tokens"
+        "batches of 128, inputs up to 512 tokens"
     )
 
 

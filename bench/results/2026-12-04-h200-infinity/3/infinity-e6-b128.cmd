@@ -1,0 +1,1 @@
+DO_NOT_TRACK=1 INFINITY_ANONYMOUS_USAGE_STATS=0 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 /opt/torch/.venv/bin/python3 /tmp/isite/bin/infinity_emb v2 --model-id /models/multilingual-e5-small --served-model-name multilingual-e5-small --host 127.0.0.1 --url-prefix /v1 --engine torch --device cuda --dtype float16 --lengths-via-tokenize --batch-size 128 --port 8086
