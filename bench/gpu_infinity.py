@@ -131,26 +131,25 @@ class Session:
 # ---------------------------------------------------------------------------------------------
 
 
+def nvidia_smi(query: str) -> str:
+    """nvidia-smi's CSV answer (no header, no units) to one --query-... option."""
+    return subprocess.run(
+        ["nvidia-smi", query, "--format=csv,noheader,nounits"],
+        capture_output=True,
+        text=True,
+        timeout=10,
+        check=True,
+    ).stdout
+
+
 def gpu_memory() -> dict[str, Any]:
     """memory.used of GPU 0 and each compute process's used memory (MiB), from nvidia-smi."""
     out: dict[str, Any] = {}
     with contextlib.suppress(OSError, subprocess.SubprocessError, ValueError):
-        text = subprocess.run(
-            ["nvidia-smi", "--query-gpu=memory.used,memory.total", "--format=csv,noheader,nounits"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        ).stdout.split("\n")[0]
+        text = nvidia_smi("--query-gpu=memory.used,memory.total").split("\n")[0]
         used, total = (int(x) for x in text.split(","))
         out.update(gpu_used_mib=used, gpu_total_mib=total)
-        apps = subprocess.run(
-            ["nvidia-smi", "--query-compute-apps=pid,used_memory", "--format=csv,noheader,nounits"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        ).stdout
+        apps = nvidia_smi("--query-compute-apps=pid,used_memory")
         out["apps_mib"] = {
             int(p): int(m) for p, m in (line.split(",") for line in apps.splitlines() if line)
         }
