@@ -287,7 +287,7 @@ def _check_fields(label: str, entry: dict[str, Any]) -> list[str]:
     """Missing, unknown and kind-specific fields."""
     errors = [
         f"{label}: field '{field}' is missing; fix: add it (see localai_models in "
-        "group_vars/all.yml)"
+        "group_vars/all/models.yml)"
         for field in REQUIRED
         if entry.get(field) in (None, "")
     ]

@@ -28,12 +28,12 @@ def load(name: str, relative_path: str) -> ModuleType:
 
 
 def default_models() -> list[dict]:
-    """The default model list (`localai_models` in group_vars/all.yml), the one place it is named.
+    """The default model list (`localai_models` in group_vars/all/models.yml, the one place).
 
     Its entries are plain values (sizes the plan cannot know are "auto"), so they are used as
     read; a Jinja expression in one would need Ansible to render it, and fails here instead.
     """
-    models = yaml.safe_load((REPO / "group_vars/all.yml").read_text())["localai_models"]
+    models = yaml.safe_load((REPO / "group_vars/all/models.yml").read_text())["localai_models"]
     templated = [f"{e['name']}.{k}" for e in models for k, v in e.items() if "{{" in str(v)]
     assert not templated, f"default model fields need Ansible to render: {templated}"
     return models

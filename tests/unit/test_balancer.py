@@ -30,7 +30,8 @@ LITELLM_DEFAULTS = yaml.safe_load((LITELLM / "defaults/main.yml").read_text())
 P40S = [
     {"index": i, "name": "Tesla P40", "compute_cap": "6.1", "memory_mib": 24576} for i in range(3)
 ]
-PORT_BASE = yaml.safe_load((REPO / "group_vars/all.yml").read_text())["localai_balancer_port_base"]
+FLEET_SETTINGS = yaml.safe_load((REPO / "group_vars/all/fleet.yml").read_text())
+PORT_BASE = FLEET_SETTINGS["localai_balancer_port_base"]
 
 
 def environment() -> jinja2.Environment:

@@ -1,8 +1,8 @@
 """Unit tests of the engine sizes: a chat model's `auto` slots, context and GPU memory.
 
-The default model list is read from group_vars/all.yml, so these tests say what the defaults do
-on the cards people have: 16-24 GB (T4, L4, A10, P40, RTX 3090/4090) and large ones (A100,
-H100, H200), several GPUs and CPU hosts.
+The default model list is read from group_vars/all/models.yml, so these tests say what the
+defaults do on the cards people have: 16-24 GB (T4, L4, A10, P40, RTX 3090/4090) and large ones
+(A100, H100, H200), several GPUs and CPU hosts.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ KV = 131072  # Llama-3-8B, f16: 32 layers x 8 KV heads x 128 x 2 x 2 bytes
 
 
 def defaults() -> list[dict]:
-    """localai_models as group_vars/all.yml ships it."""
+    """localai_models as group_vars/all/models.yml ships it."""
     return default_models()
 
 
