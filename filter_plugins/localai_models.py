@@ -121,6 +121,8 @@ ENGINES = ("llama-server", "infinity")
 # e5-small at --batch-size 128 under 4 clients x 128 documents on an H200). The batch size:
 # on that H200, 128 gave 1.73x the docs/s of 32 for 4 clients x 128 documents and 1.2x for 16
 # single-document clients; 512 gave less than 128 (BENCHMARKS.md, "Infinity on an H200").
+# The image's program paths (roles/stack_container: stack_container_prefix; a unit test keeps
+# these two in step with it).
 INFINITY_COMMAND = "/opt/localai/embed-venv/bin/infinity_emb"
 LLAMA_SERVER_COMMAND = "/opt/localai/bin/llama-server"
 INFINITY_GPU_MEMORY_GB = 3

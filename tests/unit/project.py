@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
+import jinja2
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
@@ -25,6 +26,15 @@ def load(name: str, relative_path: str) -> ModuleType:
     sys.modules[name] = module
     spec.loader.exec_module(module)
     return module
+
+
+def container_interface() -> dict:
+    """The container's interface (roles/stack_container/vars/main.yml), its templates resolved."""
+    values = yaml.safe_load((REPO / "roles/stack_container/vars/main.yml").read_text())
+    return {
+        key: jinja2.Template(value).render(values) if isinstance(value, str) else value
+        for key, value in values.items()
+    }
 
 
 def default_models() -> list[dict]:

@@ -16,7 +16,7 @@ from pathlib import Path
 import jinja2
 import pytest
 import yaml
-from project import REPO, default_models, load
+from project import REPO, container_interface, default_models, load
 
 balancer = load("localai_balancer", "filter_plugins/localai_balancer.py")
 plugin = load("localai_models", "filter_plugins/localai_models.py")
@@ -225,7 +225,12 @@ def programs(**overrides) -> str:
     env = environment()
     env.filters["quote"] = lambda s: s
     return env.from_string(text).render(
-        {**SERVICE_DEFAULTS, "ansible_managed": "Ansible managed", **overrides}
+        {
+            **container_interface(),
+            **SERVICE_DEFAULTS,
+            "ansible_managed": "Ansible managed",
+            **overrides,
+        }
     )
 
 

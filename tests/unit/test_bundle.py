@@ -18,7 +18,7 @@ from pathlib import Path
 import jinja2
 import pytest
 import yaml
-from project import REPO, load
+from project import REPO, container_interface, load
 
 bundle_module = load("localai_bundle_module", "roles/bundle/library/localai_bundle.py")
 bundle_filters = load("bundle_filters", "roles/bundle/filter_plugins/bundle.py")
@@ -282,8 +282,7 @@ def render_dockerfile(**overrides: object) -> str:
         "__stack_image_apt_packages": variables["__stack_image_apt_packages"],
         "__stack_image_apt_context": {"builder": "", "venv": "", "runtime": ""},
         "__stack_image_wheels": False,
-        "__stack_image_uid": 10001,
-        "__stack_image_gid": 10001,
+        **container_interface(),
     }
     values.update(overrides)
     env = jinja2.Environment(trim_blocks=True, undefined=jinja2.StrictUndefined)

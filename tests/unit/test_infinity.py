@@ -15,7 +15,7 @@ from pathlib import Path
 import jinja2
 import pytest
 import yaml
-from project import REPO, load
+from project import REPO, container_interface, load
 from test_bundle import render_dockerfile
 from test_litellm_config import render
 
@@ -176,6 +176,7 @@ def programs(engines: list[dict]) -> dict[str, dict[str, str]]:
     env.filters["bool"] = bool
     template = Path(REPO, "roles/stack_service/templates/programs.conf.j2").read_text()
     text = env.from_string(template).render(
+        **container_interface(),
         ansible_managed="managed",
         stack_service_engines=engines,
         stack_service_gpu_mode="gpu",

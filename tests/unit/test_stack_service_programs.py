@@ -8,7 +8,7 @@ from pathlib import Path
 
 import jinja2
 import pytest
-from project import REPO
+from project import REPO, container_interface
 
 TEMPLATE = Path(REPO, "roles/stack_service/templates/programs.conf.j2")
 ENGINE = {"program": "llamacpp-chat", "args": ["--port", "8090"], "gpu": None}
@@ -33,7 +33,9 @@ def programs(**overrides) -> dict[str, dict[str, str]]:
     env.filters["comment"] = lambda text, decoration="": f"{decoration}{text}"
     env.filters["quote"] = shlex.quote
     env.filters["bool"] = bool
-    text = env.from_string(TEMPLATE.read_text()).render({**BASE, **overrides})
+    text = env.from_string(TEMPLATE.read_text()).render(
+        {**container_interface(), **BASE, **overrides}
+    )
     parser = configparser.RawConfigParser(inline_comment_prefixes=None)
     parser.read_string(text)
     return {

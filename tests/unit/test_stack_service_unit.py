@@ -9,7 +9,7 @@ from pathlib import Path
 
 import jinja2
 import pytest
-from project import REPO
+from project import REPO, container_interface
 
 TEMPLATE = Path(REPO, "roles/stack_service/templates/localai-llamacpp.service.j2")
 
@@ -32,7 +32,9 @@ BASE = {
 def render(**overrides) -> str:
     env = jinja2.Environment(trim_blocks=True, keep_trailing_newline=True)
     env.filters["comment"] = lambda text: f"# {text}"
-    return env.from_string(TEMPLATE.read_text()).render({**BASE, **overrides})
+    return env.from_string(TEMPLATE.read_text()).render(
+        {**container_interface(), **BASE, **overrides}
+    )
 
 
 def docker_run(unit: str) -> list[str]:
