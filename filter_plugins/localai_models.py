@@ -117,10 +117,10 @@ AUTO_FIELDS = ("ctx_size", "parallel", "gpu_memory_gb")
 ENGINES = ("llama-server", "infinity")
 # Infinity (infinity-emb) in the image's second venv; its command and its GPU memory when the
 # entry gives none: the model's weights in float16 plus PyTorch's CUDA context and the
-# activations of one batch (BENCHMARKS.md, "Embeddings with Infinity"; 1.8 GiB measured for
-# e5-small at --batch-size 128 under 4 clients x 128 documents on an H200). The batch size:
-# on that H200, 128 gave 1.73x the docs/s of 32 for 4 clients x 128 documents and 1.2x for 16
-# single-document clients; 512 gave less than 128 (BENCHMARKS.md, "Infinity on an H200").
+# activations of one batch (1.8 GiB measured for e5-small at --batch-size 128 under 4 clients
+# x 128 documents on an H200). The batch size: on that H200, 128 gave 1.73x the docs/s of 32
+# for 4 clients x 128 documents and 1.2x for 16 single-document clients; 512 gave less than
+# 128. Both: bench/results/2026-12-04-h200-infinity/NOTES.md, "Infinity on an H200".
 # The image's program paths (roles/stack_container: stack_container_prefix; a unit test keeps
 # these two in step with it).
 INFINITY_COMMAND = "/opt/localai/embed-venv/bin/infinity_emb"
@@ -805,9 +805,10 @@ def _program(
 # GPU memory of one engine (the `auto` layout, the fit check and the `auto` sizes). The model
 # file is loaded whole into GPU memory; on top of it come the KV cache (ctx_size tokens at
 # kv_bytes_per_token) and RESERVE_MIB per GPU for the CUDA context and the compute buffers.
-# Measured with a Llama-3-8B Q8_0 file (8,146 MiB; BENCHMARKS.md, "the chat engine's GPU memory
-# against its slots"): 8, 25 and 64 slots of 4,096 tokens took weights + KV cache + 164-166 MiB
-# on an H200 (12,406, 21,112 and 41,078 MiB), so the reserve leaves about 860 MiB.
+# Measured with a Llama-3-8B Q8_0 file (8,146 MiB; bench/results/2026-11-29-h200/NOTES.md, "the
+# chat engine's GPU memory against its slots"): 8, 25 and 64 slots of 4,096 tokens took weights
+# + KV cache + 164-166 MiB on an H200 (12,406, 21,112 and 41,078 MiB), so the reserve leaves
+# about 860 MiB.
 # Without a KV size per token the cache is guessed as KV_MARGIN_PCT of the file. An entry's
 # gpu_memory_gb replaces the whole estimate. Each GPU also keeps HEADROOM_PCT of its memory free
 # (other processes, a display, fragmentation).
@@ -815,16 +816,16 @@ KV_MARGIN_PCT = 30
 RESERVE_MIB = 1024
 HEADROOM_PCT = 5
 MIB = 1048576
-# `auto` slots. CPU hosts: 8, as before (the KV cache lives in RAM: 8 x 4,096 tokens x 128 KiB =
-# 4 GiB for the default model). GPU hosts: what the memory holds, at most 64. Measured on an H200
-# (BENCHMARKS.md, "how many chat slots pay": synthetic Llama-3-8B, 256-token replies, direct to
-# the engine, one run): at 64 clients 32 slots gave 1,686 tok/s with a median time to first token
-# of 5.1 s (half the clients queue for a slot), 64 slots 1,992 tok/s and 0.56 s. Past 64 busy
-# slots the total barely grows: at 128 clients 64, 96 and 128 slots gave 1,859, 1,971 and 2,034
-# tok/s, each reply streaming at 29.8, 21.1 and 16.7 tok/s (the wait for a slot turns into slower
-# replies). And slots beyond the busy ones can cost: 96 slots at 64 clients gave 1,126 tok/s, the
-# busy slots spread over all 96. So 64 is the ceiling; a user who expects more requests at once
-# writes `parallel`.
+# `auto` slots. CPU hosts: 8, as before (the KV cache lives in RAM: 8 x 4,096 tokens x 128 KiB = 4
+# GiB for the default model). GPU hosts: what the memory holds, at most 64. Measured on an H200
+# (bench/results/2026-11-29-h200-slots/NOTES.md, "how many chat slots pay": synthetic Llama-3-8B,
+# 256-token replies, direct to the engine, one run): at 64 clients 32 slots gave 1,686 tok/s with a
+# median time to first token of 5.1 s (half the clients queue for a slot), 64 slots 1,992 tok/s and
+# 0.56 s. Past 64 busy slots the total barely grows: at 128 clients 64, 96 and 128 slots gave 1,859,
+# 1,971 and 2,034 tok/s, each reply streaming at 29.8, 21.1 and 16.7 tok/s (the wait for a slot
+# turns into slower replies). And slots beyond the busy ones can cost: 96 slots at 64 clients gave
+# 1,126 tok/s, the busy slots spread over all 96. So 64 is the ceiling; a user who expects more
+# requests at once writes `parallel`.
 CPU_SLOTS = 8
 MAX_GPU_SLOTS = 64
 

@@ -1,5 +1,6 @@
 """Load (issue 7): 64 clients of chat and embeddings at once through the proxy, held for a
-minute by bench/soak.py (the full 5-minute run's figures are in BENCHMARKS.md, "Load").
+minute by bench/soak.py (the full 5-minute run's figures are in
+bench/results/2026-11-25-ci-machine/NOTES.md, "Load").
 
 Every request must succeed (no 5xx, no 4xx, no broken connection), and no process of the stack
 may grow past the script's limits or be replaced while the load runs.

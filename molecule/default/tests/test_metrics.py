@@ -3,7 +3,8 @@
 The targets are the ones site.yml wrote to prometheus-targets.json (file_sd groups); a real
 Prometheus (Debian's package, started here) scrapes them with the key from a credentials file,
 and every query of the Grafana dashboard in observability/ must return series from it. The GPU
-panels' series come from GPU hosts only (checked on the GPU run, BENCHMARKS.md).
+panels' series come from GPU hosts only (checked on the GPU run,
+bench/results/2026-12-03-h200-metrics/NOTES.md).
 """
 
 from __future__ import annotations
