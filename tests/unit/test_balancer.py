@@ -1,7 +1,7 @@
 """The balancer: one HAProxy frontend per alias, leastconn over the alias's engines.
 
-The plan (filter_plugins/localai_balancer.py) feeds both litellm.yaml (one deployment per alias,
-at its frontend) and haproxy.cfg (a server per engine); every rendered haproxy.cfg here is
+The plan (the localai.llamacpp.balancer_plan filter) feeds both litellm.yaml (one deployment per
+alias, at its frontend) and haproxy.cfg (a server per engine); every rendered haproxy.cfg here is
 checked by HAProxy itself (`haproxy -c`, the binary `make test-tools` installs).
 """
 
@@ -16,11 +16,12 @@ from pathlib import Path
 import jinja2
 import pytest
 import yaml
+from ansible.errors import AnsibleFilterError
+from ansible_collections.localai.llamacpp.plugins.filter.balancer import balancer_plan
+from ansible_collections.localai.llamacpp.plugins.filter.metrics import metrics_routes
+from ansible_collections.localai.llamacpp.plugins.plugin_utils.engine_plan import engine_plan
 from project import REPO, container_interface, default_models, load
 
-balancer = load("localai_balancer", "filter_plugins/localai_balancer.py")
-plugin = load("localai_models", "filter_plugins/localai_models.py")
-metrics = load("localai_metrics", "filter_plugins/localai_metrics.py")
 check = load("check_litellm_config", "roles/litellm_config/files/check_litellm_config.py")
 SERVICE = REPO / "roles/stack_service"
 LITELLM = REPO / "roles/litellm_config"
@@ -103,7 +104,7 @@ def backends(text: str) -> dict[str, list[str]]:
 
 
 def p40_plan() -> list[dict]:
-    return plugin.localai_engine_plan(default_models(), "gpu", layout="auto", gpus=P40S)
+    return engine_plan(default_models(), "gpu", layout="auto", gpus=P40S)
 
 
 def test_three_p40s_give_one_deployment_and_three_servers(tmp_path):
@@ -114,7 +115,7 @@ def test_three_p40s_give_one_deployment_and_three_servers(tmp_path):
         ("llamacpp-chat-1", 8091, 1),
         ("llamacpp-chat-2", 8092, 2),
     ]
-    frontends = balancer.localai_balancer_plan(engines, PORT_BASE)
+    frontends = balancer_plan(engines, PORT_BASE)
     config = litellm_yaml(frontends)
     assert check.problems(config) == []
     bases = {m["model_name"]: m["litellm_params"]["api_base"] for m in config["model_list"]}
@@ -137,7 +138,7 @@ def test_three_p40s_give_one_deployment_and_three_servers(tmp_path):
 
 
 def test_the_directives_the_measurements_asked_for(tmp_path):
-    rendered = haproxy_cfg(balancer.localai_balancer_plan(p40_plan(), PORT_BASE))
+    rendered = haproxy_cfg(balancer_plan(p40_plan(), PORT_BASE))
     text = "\n".join(line for line in rendered.splitlines() if not line.lstrip().startswith("#"))
     # Without it the first streamed chunks waited (time to first token 44 -> 211 ms).
     assert "option http-no-delay" in text
@@ -158,13 +159,13 @@ def test_a_fleet_gateway_balances_over_every_nodes_engines(tmp_path):
     nodes = {"10.0.0.11": 2, "10.0.0.12": 1}
     engines = []
     for address, replicas in nodes.items():
-        engines += plugin.localai_engine_plan(
+        engines += engine_plan(
             default_models(), "cpu", cpu_replicas=replicas, host=address, listen_host="0.0.0.0"
         )
     # One node's chat engine is sized smaller: the alias promises what every engine can serve.
     small = next(e for e in engines if e["host"] == "10.0.0.12" and e["kind"] == "chat")
     small["prompt_tokens"] = 1000
-    frontends = balancer.localai_balancer_plan(engines, PORT_BASE)
+    frontends = balancer_plan(engines, PORT_BASE)
     chat = next(f for f in frontends if f["alias"] == "gpt-3.5-turbo")
     assert chat["prompt_tokens"] == 1000
     text = haproxy_cfg(frontends, stack_service_balancer_queue_at_balancer=True)
@@ -180,44 +181,42 @@ def test_a_fleet_gateway_balances_over_every_nodes_engines(tmp_path):
 
 def test_the_balancer_series_are_a_route_behind_the_key():
     engines = p40_plan()
-    routes = metrics.localai_metrics_routes(
-        engines, balancer_metrics_url="http://127.0.0.1:8299/metrics"
-    )
+    routes = metrics_routes(engines, balancer_metrics_url="http://127.0.0.1:8299/metrics")
     assert routes[-1] == {
         "path": "/balancer/metrics",
         "target": "http://127.0.0.1:8299/metrics",
         "remote": False,
         "labels": {"program": "balancer"},
     }
-    text = haproxy_cfg(balancer.localai_balancer_plan(engines, PORT_BASE))
+    text = haproxy_cfg(balancer_plan(engines, PORT_BASE))
     assert "bind 127.0.0.1:8299" in text and "prometheus-exporter" in text
     assert "prometheus-exporter" not in haproxy_cfg(
-        balancer.localai_balancer_plan(engines, PORT_BASE), stack_service_metrics=False
+        balancer_plan(engines, PORT_BASE), stack_service_metrics=False
     )
 
 
 def test_a_frontend_on_an_engines_port_is_refused_naming_the_variable():
-    with pytest.raises(balancer.AnsibleFilterError, match="localai_balancer_port_base=8090"):
-        balancer.localai_balancer_plan(p40_plan(), 8090)
+    with pytest.raises(AnsibleFilterError, match="localai_balancer_port_base=8090"):
+        balancer_plan(p40_plan(), 8090)
 
 
 def test_one_alias_for_a_chat_and_an_embedding_model_is_refused():
     engines = p40_plan()
     engines[-1] = dict(engines[-1], alias="gpt-3.5-turbo")
-    with pytest.raises(balancer.AnsibleFilterError, match="give each model its own alias"):
-        balancer.localai_balancer_plan(engines, PORT_BASE)
+    with pytest.raises(AnsibleFilterError, match="give each model its own alias"):
+        balancer_plan(engines, PORT_BASE)
 
 
 def test_aliases_are_made_haproxy_names_and_clashes_are_refused(tmp_path):
     engines = p40_plan()
     engines[-1] = dict(engines[-1], alias="intfloat/multilingual e5")
-    frontends = balancer.localai_balancer_plan(engines, PORT_BASE)
+    frontends = balancer_plan(engines, PORT_BASE)
     assert frontends[-1]["alias"] == "intfloat/multilingual e5"
     assert frontends[-1]["name"] == "intfloat_multilingual_e5"
     haproxy_check(haproxy_cfg(frontends), tmp_path)
     engines.append(dict(engines[-1], alias="intfloat_multilingual_e5", program="x", port=8085))
-    with pytest.raises(balancer.AnsibleFilterError, match="rename one of the aliases"):
-        balancer.localai_balancer_plan(engines, PORT_BASE)
+    with pytest.raises(AnsibleFilterError, match="rename one of the aliases"):
+        balancer_plan(engines, PORT_BASE)
 
 
 def programs(**overrides) -> str:
@@ -235,7 +234,7 @@ def programs(**overrides) -> str:
 
 
 def test_the_balancer_runs_where_the_proxy_does():
-    frontends = balancer.localai_balancer_plan(p40_plan(), PORT_BASE)
+    frontends = balancer_plan(p40_plan(), PORT_BASE)
     here = programs(stack_service_balancer_frontends=frontends)
     assert "[program:balancer]\ncommand=/usr/sbin/haproxy -W -db -f /config/haproxy.cfg" in here
     # A fleet node runs engines only: the gateway balances.

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import re
 
-from project import REPO, container_interface, load
+from ansible_collections.localai.llamacpp.plugins.plugin_utils.engine_plan import (
+    INFINITY_COMMAND,
+    LLAMA_SERVER_COMMAND,
+)
+from project import REPO, container_interface
 from test_bundle import render_dockerfile
 
-lm = load("localai_models", "filter_plugins/localai_models.py")
 INTERFACE = container_interface()
 
 
 def test_the_engine_plan_runs_the_programs_where_the_image_puts_them():
     prefix = INTERFACE["stack_container_prefix"]
-    commands = (lm.LLAMA_SERVER_COMMAND, lm.INFINITY_COMMAND)
+    commands = (LLAMA_SERVER_COMMAND, INFINITY_COMMAND)
     assert commands == (f"{prefix}/bin/llama-server", f"{prefix}/embed-venv/bin/infinity_emb")
 
 

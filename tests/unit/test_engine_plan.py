@@ -1,11 +1,15 @@
-"""Unit tests of localai_engine_plan: the engines, their ports and llama-server arguments."""
+"""Unit tests of engine_plan: the engines, their ports and llama-server arguments."""
 
 from __future__ import annotations
 
 import pytest
-from project import load
-
-lm = load("localai_models", "filter_plugins/localai_models.py")
+from ansible.errors import AnsibleFilterError
+from ansible_collections.localai.llamacpp.plugins.plugin_utils.engine_plan import engine_plan
+from ansible_collections.localai.llamacpp.plugins.plugin_utils.model_list import chat_template_path
+from ansible_collections.localai.llamacpp.plugins.plugin_utils.model_lock import (
+    models_lock,
+    models_placed,
+)
 
 SHA = "9f04ec7a7590123b63a23b49c0bdd67d73115cb66a221fa59bd8f91d119e8ed8"
 
@@ -45,7 +49,7 @@ def flag(args: list[str], name: str) -> str:
 
 
 def test_engine_dicts_follow_the_contract():
-    chat, embed = lm.localai_engine_plan(models(), "gpu")
+    chat, embed = engine_plan(models(), "gpu")
     assert set(chat) == {
         "program", "kind", "model", "alias", "host", "port", "model_path", "args", "gpu",
         "prompt_tokens", "max_tokens", "parallel", "ctx_size", "gpu_memory_gb", "sizing",
@@ -65,7 +69,7 @@ def test_engine_dicts_follow_the_contract():
 
 
 def test_chat_args():
-    args = lm.localai_engine_plan(models(), "gpu")[0]["args"]
+    args = engine_plan(models(), "gpu")[0]["args"]
     assert flag(args, "--model") == "/models/Llama-3-ELYZA-JP-8B-Q8_0.gguf"
     assert flag(args, "--alias") == "Llama-3-ELYZA-JP-8B"
     assert flag(args, "--host") == "127.0.0.1" and flag(args, "--port") == "8090"
@@ -78,21 +82,21 @@ def test_chat_args():
 
 
 def test_embedding_args():
-    args = lm.localai_engine_plan(models(), "gpu")[1]["args"]
+    args = engine_plan(models(), "gpu")[1]["args"]
     assert "--embeddings" in args and flag(args, "--pooling") == "mean"
     assert flag(args, "--flash-attn") == "auto"
     assert "--n-predict" not in args and "--chat-template" not in args
 
 
 def test_cpu_mode_offloads_nothing():
-    for engine in lm.localai_engine_plan(models(), "cpu"):
+    for engine in engine_plan(models(), "cpu"):
         assert flag(engine["args"], "--n-gpu-layers") == "0"
 
 
 def test_optional_flags():
     m = models()
     m[0].update(jinja=True, batch_size=1024, ubatch_size=256, extra_args=["--threads-http", "8"])
-    args = lm.localai_engine_plan(m, "gpu")[0]["args"]
+    args = engine_plan(m, "gpu")[0]["args"]
     assert "--jinja" in args and flag(args, "--batch-size") == "1024"
     assert flag(args, "--ubatch-size") == "256" and args[-2:] == ["--threads-http", "8"]
 
@@ -100,40 +104,40 @@ def test_optional_flags():
 def test_ports_and_programs_count_up_per_kind():
     m = models()
     m.append(dict(m[0], name="Second-Chat", alias="gpt-4", file="second.gguf"))
-    plan = lm.localai_engine_plan(m, "replicas", chat_port_base=9000)
+    plan = engine_plan(m, "replicas", chat_port_base=9000)
     assert [e["port"] for e in plan] == [9000, 8080, 9001]
     assert plan[2]["program"] == "llamacpp-chat-second-chat"
 
 
 def test_port_collision_is_refused():
     m = models()
-    with pytest.raises(lm.AnsibleFilterError, match="share port"):
-        lm.localai_engine_plan(m, "gpu", chat_port_base=8080, embedding_port_base=8080)
+    with pytest.raises(AnsibleFilterError, match="share port"):
+        engine_plan(m, "gpu", chat_port_base=8080, embedding_port_base=8080)
 
 
 def test_bad_gpu_mode_and_bad_models():
-    with pytest.raises(lm.AnsibleFilterError, match="gpu_mode"):
-        lm.localai_engine_plan(models(), "tensor")
+    with pytest.raises(AnsibleFilterError, match="gpu_mode"):
+        engine_plan(models(), "tensor")
     m = models()
     m[0]["kind"] = "x"
-    with pytest.raises(lm.AnsibleFilterError, match="invalid model list"):
-        lm.localai_engine_plan(m, "gpu")
+    with pytest.raises(AnsibleFilterError, match="invalid model list"):
+        engine_plan(m, "gpu")
 
 
 def test_placed_and_lock_helpers():
     files = [{"name": "a", "file": "a.gguf", "path": "/m/a.gguf", "sha256": "old"}]
     verified = [{"item": {"file": "a.gguf"}, "sha256": "new"}]
-    assert lm.localai_models_placed(files, verified)[0]["sha256"] == "new"
-    assert lm.localai_models_placed(files, [])[0]["sha256"] == "old"
+    assert models_placed(files, verified)[0]["sha256"] == "new"
+    assert models_placed(files, [])[0]["sha256"] == "old"
     resolved = [{"file": "a.gguf", "origin": "unverified", "url": "https://x/a.gguf", "size": 3}]
-    lock = lm.localai_models_lock({}, resolved, [{"file": "a.gguf", "sha256": "abc"}])
+    lock = models_lock({}, resolved, [{"file": "a.gguf", "sha256": "abc"}])
     assert lock["models"]["a.gguf"]["sha256"] == "abc"
     assert lock["models"]["a.gguf"]["origin"].startswith("UNVERIFIED")
 
 
 def test_named_chat_template_turns_jinja_off():
     """A built-in template name only works on the non-Jinja path; Jinja would render the name."""
-    args = lm.localai_engine_plan(models(), "cpu")[0]["args"]
+    args = engine_plan(models(), "cpu")[0]["args"]
     assert "--no-jinja" in args and "--jinja" not in args
     assert flag(args, "--chat-template") == "llama3"
 
@@ -141,7 +145,7 @@ def test_named_chat_template_turns_jinja_off():
 def test_without_a_named_template_the_files_own_runs_on_jinja():
     """The Jinja path with the GGUF's template is the one that answers tools with tool_calls."""
     chat = {k: v for k, v in models()[0].items() if k != "chat_template"}
-    args = lm.localai_engine_plan([chat], "cpu")[0]["args"]
+    args = engine_plan([chat], "cpu")[0]["args"]
     assert "--jinja" in args and "--no-jinja" not in args and "--chat-template" not in args
 
 
@@ -149,13 +153,13 @@ def test_chat_template_file_is_placed_beside_the_model_and_runs_on_jinja():
     """A template file replaces the file's own template, on the Jinja path (tools need it)."""
     chat = {k: v for k, v in models()[0].items() if k != "chat_template"}
     chat["chat_template_file"] = "templates/tool-use.jinja"
-    args = lm.localai_engine_plan([chat], "cpu")[0]["args"]
+    args = engine_plan([chat], "cpu")[0]["args"]
     assert "--jinja" in args and "--no-jinja" not in args and "--chat-template" not in args
     assert flag(args, "--chat-template-file") == "/models/Llama-3-ELYZA-JP-8B-Q8_0.jinja"
-    assert lm.chat_template_path("ELYZA-JP-8B-Q8_0.gguf") == "ELYZA-JP-8B-Q8_0.jinja"
+    assert chat_template_path("ELYZA-JP-8B-Q8_0.gguf") == "ELYZA-JP-8B-Q8_0.jinja"
 
 
 def test_explicit_jinja_with_template_is_kept():
     chat = {**models()[0], "chat_template": "{{ messages }}", "jinja": True}
-    args = lm.localai_engine_plan([chat], "cpu")[0]["args"]
+    args = engine_plan([chat], "cpu")[0]["args"]
     assert "--jinja" in args and "--no-jinja" not in args

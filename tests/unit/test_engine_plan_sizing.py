@@ -11,9 +11,14 @@ import struct
 from pathlib import Path
 
 import pytest
-from project import default_models, load
-
-lm = load("localai_models", "filter_plugins/localai_models.py")
+from ansible.errors import AnsibleFilterError
+from ansible_collections.localai.llamacpp.plugins.plugin_utils.engine_plan import (
+    MAX_GPU_SLOTS,
+    _kv_bytes_per_token,
+    engine_plan,
+)
+from ansible_collections.localai.llamacpp.plugins.plugin_utils.model_list import models_validate
+from project import default_models
 
 MIB = 1048576
 SLOT = 3072 + 1024  # the default chat entry's prompt_tokens + max_tokens
@@ -65,7 +70,7 @@ CARDS = [
 
 @pytest.mark.parametrize(("card", "memory", "slots"), CARDS, ids=[c[0] for c in CARDS])
 def test_defaults_serve_on_one_card_and_fit(card, memory, slots):
-    plan = lm.localai_engine_plan(defaults(), "gpu", gpus=gpus(memory))
+    plan = engine_plan(defaults(), "gpu", gpus=gpus(memory))
     (chat,) = chats(plan)
     (embed,) = [e for e in plan if e["kind"] == "embedding"]
     assert (chat["parallel"], chat["ctx_size"]) == (slots, slots * SLOT), chat["sizing"]
@@ -82,13 +87,13 @@ def test_defaults_serve_on_one_card_and_fit(card, memory, slots):
 
 
 def test_large_cards_are_capped_at_64_slots_and_say_so():
-    (chat,) = chats(lm.localai_engine_plan(defaults(), "gpu", gpus=gpus(143771)))
-    assert chat["parallel"] == lm.MAX_GPU_SLOTS == 64
+    (chat,) = chats(engine_plan(defaults(), "gpu", gpus=gpus(143771)))
+    assert chat["parallel"] == MAX_GPU_SLOTS == 64
     assert "64 is the most auto gives" in chat["sizing"]
 
 
 def test_three_p40s_get_one_engine_per_card_not_a_split():
-    plan = lm.localai_engine_plan(defaults(), "gpu", gpus=gpus(24576, 3))
+    plan = engine_plan(defaults(), "gpu", gpus=gpus(24576, 3))
     chat = chats(plan)
     assert [e["gpu"] for e in chat] == [0, 1, 2]
     assert all("--tensor-split" not in e["args"] for e in chat)
@@ -98,7 +103,7 @@ def test_three_p40s_get_one_engine_per_card_not_a_split():
 
 
 def test_cpu_hosts_keep_8_slots_of_4096_tokens():
-    plan = lm.localai_engine_plan(defaults(), "cpu", gpus=gpus(24576))
+    plan = engine_plan(defaults(), "cpu", gpus=gpus(24576))
     chat = chats(plan)[0]
     assert (chat["parallel"], chat["ctx_size"]) == (8, 32768)
     assert chat["gpu_memory_gb"] is None and chat["gpu"] is None
@@ -107,7 +112,7 @@ def test_cpu_hosts_keep_8_slots_of_4096_tokens():
 
 
 def test_split_sizes_one_engine_from_all_cards_together():
-    plan = lm.localai_engine_plan(defaults(), "gpu", layout="split", gpus=gpus(15360, 2))
+    plan = engine_plan(defaults(), "gpu", layout="split", gpus=gpus(15360, 2))
     (chat,) = chats(plan)
     # 2 x 14,592 usable - 953 - 8,146 - 2 x 1,024 reserve = 18,037 MiB -> 35 slots.
     assert chat["parallel"] == 35
@@ -124,7 +129,7 @@ def with_chat(**fields) -> list[dict]:
 
 
 def test_written_counts_are_kept():
-    plan = lm.localai_engine_plan(with_chat(parallel=8, ctx_size=32768), "gpu", gpus=gpus(143771))
+    plan = engine_plan(with_chat(parallel=8, ctx_size=32768), "gpu", gpus=gpus(143771))
     chat = chats(plan)[0]
     assert (chat["parallel"], chat["ctx_size"]) == (8, 32768)
     assert chat["sizing"].startswith("as written in localai_models")
@@ -133,31 +138,31 @@ def test_written_counts_are_kept():
 
 
 def test_written_parallel_gives_each_slot_its_share():
-    chat = chats(lm.localai_engine_plan(with_chat(parallel=16), "gpu", gpus=gpus(81559)))[0]
+    chat = chats(engine_plan(with_chat(parallel=16), "gpu", gpus=gpus(81559)))[0]
     assert (chat["parallel"], chat["ctx_size"]) == (16, 16 * SLOT)
 
 
 def test_written_context_is_cut_into_slots():
-    chat = chats(lm.localai_engine_plan(with_chat(ctx_size=40000), "gpu", gpus=gpus(81559)))[0]
+    chat = chats(engine_plan(with_chat(ctx_size=40000), "gpu", gpus=gpus(81559)))[0]
     assert (chat["parallel"], chat["ctx_size"]) == (40000 // SLOT, 40000)
 
 
 def test_written_gpu_memory_bounds_the_engine():
-    chat = chats(lm.localai_engine_plan(with_chat(gpu_memory_gb=13), "gpu", gpus=gpus(81559)))[0]
+    chat = chats(engine_plan(with_chat(gpu_memory_gb=13), "gpu", gpus=gpus(81559)))[0]
     # 13 GB = 12,397 MiB - 8,146 weights - 1,024 reserve = 3,227 MiB -> 6 slots.
     assert (chat["parallel"], chat["ctx_size"]) == (6, 6 * SLOT)
     assert chat["gpu_memory_gb"] == 13.0
 
 
 def test_written_sizes_that_do_not_fit_still_fail_naming_the_layout():
-    with pytest.raises(lm.AnsibleFilterError, match=r"localai_gpu_layout is 'single'.*fit"):
-        lm.localai_engine_plan(with_chat(parallel=32, ctx_size=131072), "gpu", gpus=gpus(24576))
+    with pytest.raises(AnsibleFilterError, match=r"localai_gpu_layout is 'single'.*fit"):
+        engine_plan(with_chat(parallel=32, ctx_size=131072), "gpu", gpus=gpus(24576))
 
 
 def test_two_auto_chat_models_share_a_card_with_the_same_slots():
     models = defaults()
     models.insert(1, dict(models[0], name="Second", alias="gpt-4", file="second.gguf"))
-    plan = lm.localai_engine_plan(models, "gpu", gpus=gpus(81559))
+    plan = engine_plan(models, "gpu", gpus=gpus(81559))
     chat = chats(plan)
     # (77,482 - 953 - 2 x (8,146 + 1,024)) // (2 x 512) = 56 slots each.
     assert [e["parallel"] for e in chat] == [56, 56]
@@ -169,41 +174,41 @@ def test_two_auto_chat_models_share_a_card_with_the_same_slots():
 def test_auto_without_a_kv_size_asks_for_one():
     models = defaults()
     del models[0]["kv_bytes_per_token"]
-    with pytest.raises(lm.AnsibleFilterError, match="kv_bytes_per_token") as err:
-        lm.localai_engine_plan(models, "gpu", gpus=gpus(24576))
+    with pytest.raises(AnsibleFilterError, match="kv_bytes_per_token") as err:
+        engine_plan(models, "gpu", gpus=gpus(24576))
     assert "'Llama-3-ELYZA-JP-8B'" in str(err.value) and "fix:" in str(err.value)
 
 
 def test_auto_without_a_file_size_asks_for_size_gb():
     models = defaults()
     del models[0]["size_gb"]
-    with pytest.raises(lm.AnsibleFilterError, match=r"not known yet \(add size_gb"):
-        lm.localai_engine_plan(models, "gpu", gpus=gpus(24576))
+    with pytest.raises(AnsibleFilterError, match=r"not known yet \(add size_gb"):
+        engine_plan(models, "gpu", gpus=gpus(24576))
 
 
 def test_the_lock_files_size_serves_as_well():
     models = defaults()
     del models[0]["size_gb"]
     lock = {models[0]["file"]: {"sha256": "ab" * 32, "size": 8_540_770_592}}
-    plan = lm.localai_engine_plan(models, "gpu", gpus=gpus(24576), sizes=lock)
+    plan = engine_plan(models, "gpu", gpus=gpus(24576), sizes=lock)
     assert chats(plan)[0]["parallel"] == 25
 
 
 def test_a_card_without_a_memory_size_asks_for_numbers():
-    with pytest.raises(lm.AnsibleFilterError, match="report no memory size") as err:
-        lm.localai_engine_plan(defaults(), "gpu", gpus=gpus(0))
+    with pytest.raises(AnsibleFilterError, match="report no memory size") as err:
+        engine_plan(defaults(), "gpu", gpus=gpus(0))
     assert "set parallel, ctx_size and gpu_memory_gb" in str(err.value)
 
 
 def test_a_card_too_small_for_one_slot_is_refused_with_the_numbers():
     # Two 8 GB cards hold it split (one slot needs weights + 512 MiB + reserves); two 4 GB
     # cards do not.
-    plan = lm.localai_engine_plan(defaults(), "gpu", gpus=gpus(8192, 2))
+    plan = engine_plan(defaults(), "gpu", gpus=gpus(8192, 2))
     assert "--tensor-split" in chats(plan)[0]["args"]
-    with pytest.raises(lm.AnsibleFilterError, match=r"localai_gpu_layout is 'auto' \(replicas"):
-        lm.localai_engine_plan(defaults(), "gpu", gpus=gpus(4096, 2))
-    with pytest.raises(lm.AnsibleFilterError, match=r"GPU 0 has 8192 MiB but needs"):
-        lm.localai_engine_plan(defaults(), "gpu", gpus=gpus(8192))
+    with pytest.raises(AnsibleFilterError, match=r"localai_gpu_layout is 'auto' \(replicas"):
+        engine_plan(defaults(), "gpu", gpus=gpus(4096, 2))
+    with pytest.raises(AnsibleFilterError, match=r"GPU 0 has 8192 MiB but needs"):
+        engine_plan(defaults(), "gpu", gpus=gpus(8192))
 
 
 @pytest.mark.parametrize(
@@ -219,7 +224,7 @@ def test_a_card_too_small_for_one_slot_is_refused_with_the_numbers():
 def test_bad_sizes_are_refused_by_validation(index, fields, needle):
     models = defaults()
     models[index].update(fields)
-    errors = lm.localai_models_validate(models)
+    errors = models_validate(models)
     assert any(needle in e for e in errors), errors
 
 
@@ -263,8 +268,8 @@ LLAMA3_8B = [
 
 def test_kv_size_is_read_from_the_gguf_header(tmp_path):
     path = gguf_file(tmp_path / "chat.gguf", LLAMA3_8B)
-    assert lm._kv_bytes_per_token({"src": str(path)}, stat_src=True) == KV
-    assert lm._kv_bytes_per_token({"src": str(path)}, stat_src=False) is None
+    assert _kv_bytes_per_token({"src": str(path)}, stat_src=True) == KV
+    assert _kv_bytes_per_token({"src": str(path)}, stat_src=False) is None
 
 
 def test_key_and_value_lengths_and_per_layer_heads_are_honoured(tmp_path):
@@ -277,7 +282,7 @@ def test_key_and_value_lengths_and_per_layer_heads_are_honoured(tmp_path):
         ("qwen3.attention.value_length", 4, 64),
     ]
     path = gguf_file(tmp_path / "hybrid.gguf", meta)
-    assert lm._kv_bytes_per_token({"src": str(path)}, stat_src=True) == 24 * (128 + 64) * 2
+    assert _kv_bytes_per_token({"src": str(path)}, stat_src=True) == 24 * (128 + 64) * 2
 
 
 def test_a_src_file_sizes_the_engine_without_a_kv_field(tmp_path):
@@ -286,7 +291,7 @@ def test_a_src_file_sizes_the_engine_without_a_kv_field(tmp_path):
     models[0].update(src=str(path), sha256="ab" * 32)
     for field in ("url", "kv_bytes_per_token"):
         del models[0][field]
-    plan = lm.localai_engine_plan(models, "gpu", gpus=gpus(24576))
+    plan = engine_plan(models, "gpu", gpus=gpus(24576))
     assert chats(plan)[0]["parallel"] == 25
     assert "KV cache 128 KiB per token" in chats(plan)[0]["sizing"]
 
@@ -294,7 +299,7 @@ def test_a_src_file_sizes_the_engine_without_a_kv_field(tmp_path):
 def test_the_written_kv_field_wins_over_the_header(tmp_path):
     path = gguf_file(tmp_path / "chat.gguf", LLAMA3_8B)
     entry = {"src": str(path), "kv_bytes_per_token": 65536}
-    assert lm._kv_bytes_per_token(entry, stat_src=True) == 65536
+    assert _kv_bytes_per_token(entry, stat_src=True) == 65536
 
 
 @pytest.mark.parametrize(
@@ -303,4 +308,4 @@ def test_the_written_kv_field_wins_over_the_header(tmp_path):
 def test_a_file_that_is_not_gguf_or_is_cut_short_tells_nothing(tmp_path, content):
     path = tmp_path / "broken.gguf"
     path.write_bytes(content)
-    assert lm._kv_bytes_per_token({"src": str(path)}, stat_src=True) is None
+    assert _kv_bytes_per_token({"src": str(path)}, stat_src=True) is None

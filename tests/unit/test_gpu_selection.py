@@ -1,23 +1,25 @@
-"""localai_select_gpus: the GPUs the stack uses (localai_gpu_indexes), renumbered for docker."""
+"""select_gpus: the GPUs the stack uses (localai_gpu_indexes), renumbered for docker."""
 
 from __future__ import annotations
 
 import pytest
-from project import load
-
-lm = load("localai_models", "filter_plugins/localai_models.py")
+from ansible.errors import AnsibleFilterError
+from ansible_collections.localai.llamacpp.plugins.plugin_utils.engine_plan import (
+    engine_plan,
+    select_gpus,
+)
 
 H100 = {"name": "NVIDIA H100 80GB HBM3", "compute_cap": "9.0", "memory_mib": 81559}
 FOUR = [H100 | {"index": i} for i in range(4)]
 
 
 def test_no_selection_keeps_every_gpu_unchanged():
-    assert lm.localai_select_gpus(FOUR, []) == FOUR
-    assert lm.localai_select_gpus(FOUR, None) == FOUR
+    assert select_gpus(FOUR, []) == FOUR
+    assert select_gpus(FOUR, None) == FOUR
 
 
 def test_selected_gpus_are_renumbered_in_container_order():
-    chosen = lm.localai_select_gpus(FOUR, [3, 1])
+    chosen = select_gpus(FOUR, [3, 1])
     # docker --gpus device=1,3 shows two GPUs, numbered 0 and 1 in nvidia-smi order.
     assert [(g["index"], g["host_index"]) for g in chosen] == [(0, 1), (1, 3)]
     assert all(g["memory_mib"] == 81559 for g in chosen)
@@ -35,8 +37,8 @@ def test_replicas_pin_to_the_container_numbers():
             "size_gb": 8.5,
         }
     ]
-    gpus = lm.localai_select_gpus(FOUR, [2, 3])
-    plan = lm.localai_engine_plan(models, "gpu", layout="replicas", gpus=gpus, stat_src=False)
+    gpus = select_gpus(FOUR, [2, 3])
+    plan = engine_plan(models, "gpu", layout="replicas", gpus=gpus, stat_src=False)
     assert [e["gpu"] for e in plan] == [0, 1]
 
 
@@ -52,8 +54,8 @@ def test_replicas_pin_to_the_container_numbers():
     ],
 )
 def test_bad_selection_names_the_variable_and_the_fix(gpus, indexes, expected):
-    with pytest.raises(lm.AnsibleFilterError) as err:
-        lm.localai_select_gpus(gpus, indexes)
+    with pytest.raises(AnsibleFilterError) as err:
+        select_gpus(gpus, indexes)
     assert "localai_gpu_indexes" in str(err.value)
     assert expected in str(err.value)
     assert "fix: list indexes from `nvidia-smi -L`" in str(err.value)

@@ -15,12 +15,17 @@ from pathlib import Path
 import jinja2
 import pytest
 import yaml
-from project import REPO, container_interface, load
+from ansible.errors import AnsibleFilterError
+from ansible_collections.localai.llamacpp.plugins.filter.balancer import balancer_plan
+from ansible_collections.localai.llamacpp.plugins.filter.status import _engine_line
+from ansible_collections.localai.llamacpp.plugins.plugin_utils.engine_plan import engine_plan
+from ansible_collections.localai.llamacpp.plugins.plugin_utils.model_list import (
+    model_files,
+    models_validate,
+)
+from project import REPO, container_interface
 from test_bundle import render_dockerfile
 from test_litellm_config import render
-
-lm = load("localai_models", "filter_plugins/localai_models.py")
-balancer = load("localai_balancer", "filter_plugins/localai_balancer.py")
 
 SHA = "9f04ec7a7590123b63a23b49c0bdd67d73115cb66a221fa59bd8f91d119e8ed8"
 BASE_URL = (
@@ -57,7 +62,7 @@ def e5(**fields) -> dict:
 
 
 def errors(*entries) -> list[str]:
-    return lm.localai_models_validate(list(entries))
+    return models_validate(list(entries))
 
 
 def test_a_model_directory_is_valid():
@@ -95,7 +100,7 @@ def test_files_only_with_infinity():
 
 
 def test_the_models_role_gets_one_entry_per_file():
-    pieces = lm.localai_model_files([CHAT, e5()])
+    pieces = model_files([CHAT, e5()])
     assert pieces[0] == CHAT
     assert [p["file"] for p in pieces[1:]] == [
         "multilingual-e5-small/config.json",
@@ -107,14 +112,14 @@ def test_the_models_role_gets_one_entry_per_file():
     assert pieces[3]["sha256"] == SHA and pieces[4]["sha256"] == ""
     assert {p["piece_of"] for p in pieces[1:]} == {"multilingual-e5-small"}
     # The pieces are a valid list for the models role, with the same rules per file.
-    assert lm.localai_models_validate(pieces) == []
+    assert models_validate(pieces) == []
     bad = copy.deepcopy(pieces)
     bad[1]["sha256"] = "nope"
-    assert any("field 'sha256' is 'nope'" in e for e in lm.localai_models_validate(bad))
+    assert any("field 'sha256' is 'nope'" in e for e in models_validate(bad))
 
 
 def test_src_pieces_point_into_the_controller_directory():
-    pieces = lm.localai_model_files([e5(url=None, src="/srv/e5/", files={"config.json": SHA})])
+    pieces = model_files([e5(url=None, src="/srv/e5/", files={"config.json": SHA})])
     assert pieces == [
         {
             "name": "multilingual-e5-small",
@@ -135,7 +140,7 @@ def flag(args: list[str], name: str) -> str:
 )
 def test_the_engine_command(mode, device, dtype):
     gpus = [{"index": 0, "name": "NVIDIA H100 80GB HBM3", "memory_mib": 81559}]
-    plan = lm.localai_engine_plan(
+    plan = engine_plan(
         [CHAT | {"ctx_size": 4096, "parallel": 4}, e5(batch_size=64)],
         mode,
         gpus=gpus if mode == "gpu" else None,
@@ -160,11 +165,11 @@ def test_the_engine_command(mode, device, dtype):
 
 def test_an_alias_has_one_kind_of_engine():
     """A fleet gateway's nodes could serve one alias with both engines: refused."""
-    engines = lm.localai_engine_plan([CHAT, e5()], "cpu", stat_src=False)
+    engines = engine_plan([CHAT, e5()], "cpu", stat_src=False)
     twin = {**engines[1], "engine": "llama-server", "host": "10.0.0.2", "tokenizer_file": None}
-    with pytest.raises(balancer.AnsibleFilterError, match="served by infinity and by llama-server"):
-        balancer.localai_balancer_plan([*engines, twin])
-    frontends = balancer.localai_balancer_plan(engines)
+    with pytest.raises(AnsibleFilterError, match="served by infinity and by llama-server"):
+        balancer_plan([*engines, twin])
+    frontends = balancer_plan(engines)
     assert frontends[1]["engine"] == "infinity"
     assert frontends[1]["tokenizer_file"] == "/models/multilingual-e5-small/tokenizer.json"
 
@@ -192,7 +197,7 @@ def programs(engines: list[dict]) -> dict[str, dict[str, str]]:
 
 def test_the_program_runs_offline_without_telemetry():
     gpus = [{"index": 0, "name": "NVIDIA H100 80GB HBM3", "memory_mib": 81559}]
-    plan = lm.localai_engine_plan(
+    plan = engine_plan(
         [CHAT | {"ctx_size": 4096, "parallel": 4}, e5()], "gpu", gpus=gpus, stat_src=False
     )
     found = programs(plan)
@@ -218,9 +223,7 @@ def test_the_program_runs_offline_without_telemetry():
 
 
 def test_the_route_names_the_tokenizer_the_proxy_counts_with():
-    frontends = balancer.localai_balancer_plan(
-        lm.localai_engine_plan([CHAT, e5()], "cpu", stat_src=False)
-    )
+    frontends = balancer_plan(engine_plan([CHAT, e5()], "cpu", stat_src=False))
     config = yaml.safe_load(render(frontends))
     info = {m["model_name"]: m["model_info"] for m in config["model_list"]}
     assert info["text-embedding-ada-002"]["localai_tokenizer_file"] == (
@@ -257,9 +260,8 @@ def test_the_pinned_set_carries_the_cpu_torch_and_infinity():
 
 
 def test_status_speaks_of_batches_not_slots():
-    status = load("localai_status", "filter_plugins/localai_status.py")
-    engine = lm.localai_engine_plan([CHAT, e5()], "cpu", stat_src=False)[1]
-    line = status._engine_line(engine, "RUNNING", [0, 0])
+    engine = engine_plan([CHAT, e5()], "cpu", stat_src=False)[1]
+    line = _engine_line(engine, "RUNNING", [0, 0])
     assert line == (
         "infinity-embeddings RUNNING: text-embedding-ada-002 = multilingual-e5-small, Infinity, "
         "batches of 128, inputs up to 512 tokens"
@@ -269,7 +271,7 @@ def test_status_speaks_of_batches_not_slots():
 def test_program_names_count_infinity_apart():
     """Beside a llama-server embedding engine, the first Infinity engine keeps its short name."""
     gguf = {**CHAT, "name": "gguf", "alias": "ada", "kind": "embedding", "file": "e.gguf"}
-    plan = lm.localai_engine_plan([CHAT, gguf, e5(), e5(name="e5-b", alias="b", file="b")], "cpu")
+    plan = engine_plan([CHAT, gguf, e5(), e5(name="e5-b", alias="b", file="b")], "cpu")
     assert [e["program"] for e in plan] == [
         "llamacpp-chat",
         "llamacpp-embeddings",

@@ -8,6 +8,8 @@ from pathlib import Path
 import jinja2
 import pytest
 import yaml
+from ansible_collections.localai.llamacpp.plugins.filter.metrics import metrics_routes
+from ansible_collections.localai.llamacpp.plugins.plugin_utils.engine_plan import engine_plan
 from project import default_models, load
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -15,8 +17,6 @@ ROLE = ROOT / "roles" / "litellm_config"
 
 
 check = load("check_litellm_config", "roles/litellm_config/files/check_litellm_config.py")
-plugin = load("localai_models", "filter_plugins/localai_models.py")
-metrics = load("localai_metrics", "filter_plugins/localai_metrics.py")
 DEFAULTS = yaml.safe_load((ROLE / "defaults" / "main.yml").read_text())
 # A GPU host as nvidia_toolkit reports it: the default chat model sizes itself from its memory.
 ONE_GPU = [{"index": 0, "name": "NVIDIA H100 80GB HBM3", "memory_mib": 81559}]
@@ -43,7 +43,7 @@ def render(engines: list[dict], **overrides) -> str:
 
 
 def test_default_models_render_a_valid_config():
-    engines = plugin.localai_engine_plan(default_models(), "gpu", gpus=ONE_GPU)
+    engines = engine_plan(default_models(), "gpu", gpus=ONE_GPU)
     config = yaml.safe_load(render(engines))
     assert check.problems(config) == []
     by_alias = {m["model_name"]: m for m in config["model_list"]}
@@ -80,15 +80,15 @@ def test_default_models_render_a_valid_config():
 
 
 def test_replicas_share_one_alias():
-    engines = plugin.localai_engine_plan(default_models(), "gpu", gpus=ONE_GPU)
+    engines = engine_plan(default_models(), "gpu", gpus=ONE_GPU)
     engines.append(dict(engines[0], port=8091, program="llamacpp-chat-2"))
     config = yaml.safe_load(render(engines))
     assert [m["model_name"] for m in config["model_list"]].count("gpt-3.5-turbo") == 2
 
 
 def test_metrics_routes_pass_every_engine_through_behind_the_key():
-    engines = plugin.localai_engine_plan(default_models(), "gpu", gpus=ONE_GPU)
-    routes = metrics.localai_metrics_routes(engines, "http://127.0.0.1:9400/metrics")
+    engines = engine_plan(default_models(), "gpu", gpus=ONE_GPU)
+    routes = metrics_routes(engines, "http://127.0.0.1:9400/metrics")
     config = yaml.safe_load(render(engines, litellm_config_metrics_routes=routes))
     assert check.problems(config) == []
     passed = {r["path"]: r for r in config["general_settings"]["pass_through_endpoints"]}
@@ -115,8 +115,8 @@ def test_metrics_routes_pass_every_engine_through_behind_the_key():
 
 
 def test_metrics_off_serves_none():
-    engines = plugin.localai_engine_plan(default_models(), "cpu")
-    routes = metrics.localai_metrics_routes(engines)
+    engines = engine_plan(default_models(), "cpu")
+    routes = metrics_routes(engines)
     config = yaml.safe_load(
         render(engines, litellm_config_metrics=False, litellm_config_metrics_routes=routes)
     )
@@ -129,9 +129,9 @@ def test_fleet_gateway_routes_carry_the_engines_key():
     node_engines = [
         dict(e, host=host)
         for host in ("10.0.0.11", "10.0.0.12")
-        for e in plugin.localai_engine_plan(default_models(), "cpu")
+        for e in engine_plan(default_models(), "cpu")
     ]
-    routes = metrics.localai_metrics_routes(node_engines)
+    routes = metrics_routes(node_engines)
     config = yaml.safe_load(
         render(
             node_engines,
@@ -155,7 +155,7 @@ def test_fleet_gateway_routes_carry_the_engines_key():
 
 
 def test_request_log_knob_adds_its_callback():
-    engines = plugin.localai_engine_plan(default_models(), "cpu")
+    engines = engine_plan(default_models(), "cpu")
     config = yaml.safe_load(render(engines, litellm_config_request_log=True))
     assert "localai_request_log.request_log" in config["litellm_settings"]["callbacks"]
 
@@ -181,14 +181,14 @@ def test_request_log_knob_adds_its_callback():
     ],
 )
 def test_check_refuses_bad_configs(mutate, problem):
-    config = yaml.safe_load(render(plugin.localai_engine_plan(default_models(), "cpu")))
+    config = yaml.safe_load(render(engine_plan(default_models(), "cpu")))
     mutate(config)
     assert any(problem in p for p in check.problems(config))
 
 
 def test_check_main_on_files(tmp_path):
     good = tmp_path / "good.yaml"
-    good.write_text(render(plugin.localai_engine_plan(default_models(), "cpu")))
+    good.write_text(render(engine_plan(default_models(), "cpu")))
     assert check.main(str(good)) == 0
     bad = tmp_path / "bad.yaml"
     bad.write_text("model_list: [unclosed\n")

@@ -1,13 +1,12 @@
-"""Unit tests of localai_models_validate: every bad input gives a message naming entry and field."""
+"""Unit tests of models_validate: every bad input gives a message naming entry and field."""
 
 from __future__ import annotations
 
 import copy
 
 import pytest
-from project import default_models, load
-
-lm = load("localai_models", "filter_plugins/localai_models.py")
+from ansible_collections.localai.llamacpp.plugins.plugin_utils.model_list import models_validate
+from project import default_models
 
 SHA = "9f04ec7a7590123b63a23b49c0bdd67d73115cb66a221fa59bd8f91d119e8ed8"
 
@@ -41,11 +40,11 @@ def good() -> list[dict]:
 
 
 def test_valid_list_has_no_errors():
-    assert lm.localai_models_validate(good()) == []
+    assert models_validate(good()) == []
 
 
 def test_default_models_are_valid():
-    assert lm.localai_models_validate(default_models()) == []
+    assert models_validate(default_models()) == []
 
 
 @pytest.mark.parametrize(
@@ -87,7 +86,7 @@ def test_bad_field_is_named(index, change, field):
     models = good()
     models[index].update(change)
     models[index] = {k: v for k, v in models[index].items() if v is not None}
-    errors = lm.localai_models_validate(models)
+    errors = models_validate(models)
     assert errors, change
     assert any(field in e and f"localai_models[{index}]" in e and "fix:" in e for e in errors), (
         errors
@@ -98,14 +97,14 @@ def test_bad_field_is_named(index, change, field):
 def test_missing_required_field(field):
     models = good()
     del models[0][field]
-    assert any(f"'{field}' is missing" in e for e in lm.localai_models_validate(models))
+    assert any(f"'{field}' is missing" in e for e in models_validate(models))
 
 
 @pytest.mark.parametrize("field", ["alias", "name", "file"])
 def test_duplicates_are_refused(field):
     models = good()
     models[1][field] = models[0][field]
-    errors = lm.localai_models_validate(models)
+    errors = models_validate(models)
     assert any(f"field '{field}'" in e and "already used by localai_models[0]" in e for e in errors)
 
 
@@ -113,31 +112,31 @@ def test_all_errors_are_reported_at_once():
     models = good()
     models[0]["kind"] = "x"
     models[1]["sha256"] = "nope"
-    assert len(lm.localai_models_validate(models)) >= 2
+    assert len(models_validate(models)) >= 2
 
 
 @pytest.mark.parametrize("value", [None, [], "text", {"name": "x"}])
 def test_not_a_list(value):
-    assert lm.localai_models_validate(value)[0].startswith("localai_models is")
+    assert models_validate(value)[0].startswith("localai_models is")
 
 
 def test_entry_not_a_mapping():
-    assert "entry is" in lm.localai_models_validate(["x"])[0]
+    assert "entry is" in models_validate(["x"])[0]
 
 
 def test_insecure_switches():
     models = good()
     models[1]["sha256"] = ""
-    assert lm.localai_models_validate(models, allow_unverified=True) == []
+    assert models_validate(models, allow_unverified=True) == []
     models = good()
     models[0]["url"] = "http://mirror.local/o/r/resolve/main/chat.gguf"
-    assert lm.localai_models_validate(models, allow_http=True) == []
+    assert models_validate(models, allow_http=True) == []
 
 
 def test_context_rule_boundary():
     models = copy.deepcopy(good())
     models[0].update(ctx_size=1024 * 8, parallel=8, max_tokens=512, prompt_tokens=512)
-    assert lm.localai_models_validate(models) == []
+    assert models_validate(models) == []
     models[0]["ctx_size"] = 1024 * 8 - 1
-    errors = lm.localai_models_validate(models)
+    errors = models_validate(models)
     assert any("raise ctx_size to at least 8192" in e for e in errors), errors

@@ -1,10 +1,8 @@
-"""Unit tests of localai_status_lines (playbooks/status.yml): what an operator reads."""
+"""Unit tests of status_lines (playbooks/status.yml): what an operator reads."""
 
 from __future__ import annotations
 
-from project import load
-
-st = load("localai_status", "filter_plugins/localai_status.py")
+from ansible_collections.localai.llamacpp.plugins.filter.status import status_lines
 
 DEPLOYED = {
     "image": "localai-llamacpp:0c1e57098bba-sm90-18c3cf80037f",
@@ -31,7 +29,7 @@ PROGRAMS = [
 
 
 def test_serving_host_reads_as_one_line_per_program_and_gpu():
-    lines = st.localai_status_lines(
+    lines = status_lines(
         DEPLOYED,
         {"unit": "active", "container": CONTAINER, "programs": PROGRAMS,
          "load": '{"8090": [3, 1], "8080": null}',
@@ -50,15 +48,15 @@ def test_serving_host_reads_as_one_line_per_program_and_gpu():
 
 
 def test_stopped_host_and_a_stale_container_are_said():
-    stopped = st.localai_status_lines(
+    stopped = status_lines(
         DEPLOYED, {"unit": "failed", "container": None, "programs": [], "load": "", "gpus": []}
     )
     assert stopped[0].endswith("; no container") and "service failed" in stopped[0]
     assert stopped[1] == "litellm absent: the proxy, port 28000"
     stale = {**CONTAINER, "Config": {"Image": "localai-llamacpp:old"}}
-    lines = st.localai_status_lines(DEPLOYED, {"unit": "active", "container": stale})
+    lines = status_lines(DEPLOYED, {"unit": "active", "container": stale})
     assert "the container runs localai-llamacpp:old, not the deployed image" in lines[0]
-    garbled = st.localai_status_lines(DEPLOYED, {"container": CONTAINER, "load": "Error: no"})
+    garbled = status_lines(DEPLOYED, {"container": CONTAINER, "load": "Error: no"})
     assert garbled[2].endswith("in flight unknown (no answer on port 8090)")
 
 
@@ -75,7 +73,7 @@ def test_the_balancers_view_of_each_engine_is_said():
         "balancer                         RUNNING   pid 9, uptime 0:09:34",
         "litellm                          RUNNING   pid 10, uptime 0:09:34",
     ]
-    lines = st.localai_status_lines(
+    lines = status_lines(
         gateway,
         {"unit": "active", "container": CONTAINER, "programs": programs, "balancer": balancer},
     )
@@ -86,5 +84,5 @@ def test_the_balancers_view_of_each_engine_is_said():
         "balancer gpt-3.5-turbo -> 10.0.0.12-llamacpp-chat: DOWN, in flight 0, queued 0, served 64",
     ]
     # The balancer program without an answer from its socket: its state, no engine lines.
-    quiet = st.localai_status_lines(gateway, {"container": CONTAINER, "programs": programs})
+    quiet = status_lines(gateway, {"container": CONTAINER, "programs": programs})
     assert quiet[2:] == ["balancer RUNNING: one frontend per alias, least connections"]

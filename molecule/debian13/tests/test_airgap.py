@@ -43,7 +43,7 @@ def run_converge(*args: str) -> subprocess.CompletedProcess:
     ansible_playbook = Path(sys.executable).parent / "ansible-playbook"
     env = dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0")
     env.setdefault("ANSIBLE_ROLES_PATH", str(PROJECT / "roles"))
-    env.setdefault("ANSIBLE_FILTER_PLUGINS", str(PROJECT / "filter_plugins"))
+    env.setdefault("ANSIBLE_COLLECTIONS_PATH", str(PROJECT / "collections"))
     return subprocess.run(
         [str(ansible_playbook), "-i", inventory, str(CONVERGE), *args],
         env=env,

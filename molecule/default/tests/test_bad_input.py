@@ -220,7 +220,7 @@ def playbook_env() -> dict[str, str]:
     """molecule's provisioner environment (the verifier inherits it), with plain output."""
     env = dict(os.environ)
     env.setdefault("ANSIBLE_ROLES_PATH", str(PROJECT / "roles"))
-    env.setdefault("ANSIBLE_FILTER_PLUGINS", str(PROJECT / "filter_plugins"))
+    env.setdefault("ANSIBLE_COLLECTIONS_PATH", str(PROJECT / "collections"))
     env.update(
         ANSIBLE_STDOUT_CALLBACK="ansible.builtin.default",
         ANSIBLE_CALLBACK_RESULT_FORMAT="json",

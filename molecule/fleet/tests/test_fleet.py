@@ -254,7 +254,7 @@ def test_the_gateways_status_says_how_each_nodes_engine_is():
     env = {
         **os.environ,
         "ANSIBLE_ROLES_PATH": str(project / "roles"),
-        "ANSIBLE_FILTER_PLUGINS": str(project / "filter_plugins"),
+        "ANSIBLE_COLLECTIONS_PATH": str(project / "collections"),
         "ANSIBLE_STDOUT_CALLBACK": "ansible.builtin.json",
     }
     result = subprocess.run(

@@ -66,7 +66,7 @@ def _balancer_lines(state: str, rows: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
-def localai_status_lines(deployed: dict[str, Any], observed: dict[str, Any]) -> list[str]:
+def status_lines(deployed: dict[str, Any], observed: dict[str, Any]) -> list[str]:
     """The status of one host, one line per fact.
 
     deployed   engines.json as stack_service writes it: image, port, run_proxy, gpu_mode,
@@ -116,4 +116,4 @@ class FilterModule:
 
     def filters(self) -> dict[str, Any]:
         """Map filter names to functions."""
-        return {"localai_status_lines": localai_status_lines}
+        return {"status_lines": status_lines}

@@ -41,14 +41,14 @@ def server_name(engine: Mapping[str, Any]) -> str:
     return _name(program if host in LOOPBACK else f"{host}-{program}")
 
 
-def localai_balancer_plan(
+def balancer_plan(
     engines: Sequence[Mapping[str, Any]],
     port_base: int = 8300,
     var_name: str = "localai_balancer_port_base",
 ) -> list[dict[str, Any]]:
     """One balanced frontend per alias, in the order the aliases first appear.
 
-    engines: the engine plan (localai_engine_plan), on a fleet gateway every node's: dicts with
+    engines: the engine plan (engine_plan), on a fleet gateway every node's: dicts with
     program, kind, model, alias, host, port, and parallel, prompt_tokens, max_tokens where known.
     port_base: the first frontend's port on the container's loopback; alias i listens on
     port_base + i.
@@ -124,7 +124,7 @@ def localai_balancer_plan(
 
 
 class FilterModule:
-    """localai_balancer_plan."""
+    """balancer_plan."""
 
     def filters(self) -> dict[str, Any]:
-        return {"localai_balancer_plan": localai_balancer_plan}
+        return {"balancer_plan": balancer_plan}

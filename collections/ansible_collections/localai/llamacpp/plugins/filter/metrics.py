@@ -39,7 +39,7 @@ def engine_metrics_path(engine: Mapping[str, Any]) -> str:
     return f"/nodes/{host}/engines/{program}/metrics"
 
 
-def localai_metrics_routes(
+def metrics_routes(
     engines: Sequence[Mapping[str, Any]],
     gpu_metrics_url: str = "",
     balancer_metrics_url: str = "",
@@ -47,7 +47,7 @@ def localai_metrics_routes(
     """Every route the proxy passes through to a program's /metrics, with its Prometheus labels.
 
     engines: the engine plan as litellm_config_engines holds it (program, kind, alias, host,
-    port; the localai_engine_plan filter). gpu_metrics_url: the GPU exporter's URL on the
+    port; the engine_plan filter). gpu_metrics_url: the GPU exporter's URL on the
     container's loopback, "" for none (CPU hosts). balancer_metrics_url: HAProxy's
     prometheus-exporter (sessions, queue and state per engine), "" for none.
     Returns [{"path", "target", "remote", "labels": {"program", ...}}]; remote is true for a
@@ -86,9 +86,7 @@ def localai_metrics_routes(
     return routes
 
 
-def localai_scrape_targets(
-    routes: Sequence[Mapping[str, Any]], address: str
-) -> list[dict[str, Any]]:
+def scrape_targets(routes: Sequence[Mapping[str, Any]], address: str) -> list[dict[str, Any]]:
     """Prometheus file_sd target groups for the proxy and every route, all at one address.
 
     address: host:port Prometheus reaches the proxy at (e.g. gpu1.example:28000). Each group
@@ -108,10 +106,10 @@ def localai_scrape_targets(
 
 
 class FilterModule:
-    """localai_metrics_routes, localai_scrape_targets."""
+    """metrics_routes, scrape_targets."""
 
     def filters(self) -> dict[str, Any]:
         return {
-            "localai_metrics_routes": localai_metrics_routes,
-            "localai_scrape_targets": localai_scrape_targets,
+            "metrics_routes": metrics_routes,
+            "scrape_targets": scrape_targets,
         }
