@@ -22,7 +22,7 @@
 #
 # Usage: bench/build_cuda12_sm61.sh [-w WORK] [-s LLAMA_SRC] [-j JOBS]
 #   -w  work directory: apt state, debs, toolkit, source, build, prefix
-#                                (env WORK, default /tmp/p40-build)
+#                                (env WORK, default ./bench-work/p40-build)
 #   -s  llama.cpp source tree    (env LLAMA_SRC, default: the llama.cpp that the
 #       llama-cpp-python 0.3.36 sdist vendors, commit 0c1e570, fetched with pip into WORK)
 #   -j  parallel compile jobs    (env JOBS, default 2)
@@ -30,7 +30,7 @@
 # and 3.2 GB unpacked; each step is skipped when its output is already there.
 set -euo pipefail
 
-work="${WORK:-/tmp/p40-build}"
+work="${WORK:-bench-work/p40-build}"
 src="${LLAMA_SRC:-}"
 jobs="${JOBS:-2}"
 niceness="${NICE:-19}"

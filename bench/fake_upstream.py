@@ -2,7 +2,7 @@
 """A fake llama-server: OpenAI-compatible streamed chat completions without a model or a GPU.
 
 Why this exists: on the GPU host LiteLLM caps streamed chat throughput below what the engine
-alone delivers, and the GPU machine is too scarce to dissect that. This server answers
+alone delivers, and that is cheaper to dissect without a GPU. This server answers
 ``/v1/chat/completions`` (``stream: true``) with chunks shaped like llama-server's (one SSE event
 per token, then a ``finish_reason: "length"`` chunk, a usage chunk and ``data: [DONE]``), as fast
 as it can or at ``--tokens-per-s`` per stream, so the proxy's own cost per relayed chunk can be

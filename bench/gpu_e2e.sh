@@ -1,15 +1,15 @@
 #!/usr/bin/env bash
-# The GPU path end to end, on a GPU machine with no network and no systemd: start Docker from
-# carried packages, build the project's image with the stack_image role (GPU branch, the
+# The GPU path end to end, on a GPU host with no network and no systemd: start Docker from
+# the packages gpu_e2e_pack.sh packed, build the project's image with the stack_image role (GPU branch, the
 # architecture from nvidia-smi through the nvidia_toolkit role), start the container with the
 # `docker run` line of the rendered unit, and drive port 28000 with the OpenAI SDK and the load
 # generator, beside the same llama-server run natively.
 #
-#   bash bench/gpu_e2e_pack.sh                    # on a connected machine: .gpu/e2e/part-N
-#   bash bench/gpu_e2e.sh PHASE [PHASE]...        # on the GPU machine, carrying the parts
+#   bash bench/gpu_e2e_pack.sh                    # on a connected machine: bench-inputs/e2e/part-N
+#   bash bench/gpu_e2e.sh PHASE [PHASE]...        # on the GPU host, with the parts in INPUTS
 #
-# Phases (each idempotent; state in E2E_DIR, results in $OUT):
-#   stash    collect the carried parts (.gpu/e2e/part-*), reassemble and sha256-check the files
+# Phases (each idempotent; state in E2E_DIR, results in RESULTS_DIR):
+#   stash    collect the packed parts ($INPUTS/part-*), reassemble and sha256-check the files
 #   docker   Docker 26 from docker.tar.xz, with CDI on and a CDI spec of this machine's GPUs
 #   ansible  ansible-core and community.docker for bench/gpu_e2e.yml
 #   facts    bench/gpu_e2e.yml to the GPU facts: the base image names the build needs
@@ -18,7 +18,7 @@
 #   build    bench/gpu_e2e.yml: the image build (in the background; `build` again waits)
 #   serve    the unit's ExecStart, run as systemd would (in the background), until ready
 #   check    bench/gpu_e2e_checks.py through port 28000 (the openai SDK of the image's venv),
-#            the Prometheus paths too (their scrapes saved as $OUT/metrics-*.prom)
+#            the Prometheus paths too (their scrapes saved as RESULTS_DIR/metrics-*.prom)
 #   bench    chat at BENCH_LEVELS through port 28000 (the balancer's per-engine counts after it
 #            in balancer-after-proxy.prom), to the chat alias's balancer frontend (HAProxy
 #            alone), to the container's chat engines directly (clients
@@ -46,29 +46,38 @@
 #     --network host instead of --publish, said in the output.
 #   - Models: synthetic files of the default models' shapes (bench/make_synthetic_gguf.py).
 #
-# Env: E2E_DIR [/tmp/e2e], DEADLINE [570 s for this call], BENCH_LEVELS [32:64,64:128]
+# Env (relative paths are taken from the current directory): INPUTS [./bench-inputs/e2e] (the
+# parts), RESULTS_DIR [./bench-results/e2e], E2E_DIR [./bench-work/e2e] (state), TIME_LIMIT [off:
+# seconds one invocation may take; steps that would not finish within it are skipped, and a
+# build still running then goes on in the background], BENCH_LEVELS [32:64,64:128]
 # (clients:requests), BENCH_MAX_TOKENS [256], BENCH_NATIVE [1: also the native run], JOBS.
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-E2E="${E2E_DIR:-/tmp/e2e}"
+INPUTS="$(realpath -m -- "${INPUTS:-bench-inputs/e2e}")"
+E2E="$(realpath -m -- "${E2E_DIR:-bench-work/e2e}")"
 export E2E_DIR="$E2E"
-OUT="${OUT:-$E2E/out}"
-DEADLINE="${DEADLINE:-570}"
+RESULTS="$(realpath -m -- "${RESULTS_DIR:-bench-results/e2e}")"
+TIME_LIMIT="${TIME_LIMIT:-}"
 BENCH_LEVELS="${BENCH_LEVELS:-32:64,64:128}"
 BENCH_MAX_TOKENS="${BENCH_MAX_TOKENS:-256}"
 STASH="$E2E/stash"
 DROOT="$E2E/docker-root"
 PY="${PYTHON:-python3}"
 NATIVE_PORT=8190
-# Logs of processes that outlive one call (dockerd, the build, the container) stay in LOGS and
-# are copied to $OUT at the end of every call.
+# Logs of processes that outlive one invocation (dockerd, the build, the container) stay in
+# LOGS and are copied to RESULTS_DIR at the end of every invocation.
 LOGS="$E2E/logs"
-mkdir -p "$E2E" "$STASH" "$OUT" "$LOGS"
+mkdir -p "$E2E" "$STASH" "$RESULTS" "$LOGS"
 
-log() { printf '[%4ds] %s\n' "$SECONDS" "$*" | tee -a "$OUT/gpu_e2e.log" >&2; }
-left() { echo $((DEADLINE - SECONDS)); }
-need() { [ "$(left)" -ge "$1" ] || { log "deadline: skipping $2 (needs ${1}s, $(left)s left)"; return 1; }; }
+log() { printf '[%4ds] %s\n' "$SECONDS" "$*" | tee -a "$RESULTS/gpu_e2e.log" >&2; }
+left() { echo $((TIME_LIMIT - SECONDS)); }
+# time_beyond N: true without TIME_LIMIT, or while more than N seconds of it are left.
+time_beyond() { [ -z "$TIME_LIMIT" ] || [ "$(left)" -gt "$1" ]; }
+need() {
+  [ -z "$TIME_LIMIT" ] || [ "$(left)" -ge "$1" ] ||
+    { log "time limit: skipping $2 (needs ${1}s, $(left)s left)"; return 1; }
+}
 json() { "$PY" -c 'import json,sys; d=json.load(open(sys.argv[1])); print(eval(sys.argv[2], {"d": d}))' "$@"; }
 
 export PATH="$DROOT/usr/bin:$DROOT/usr/sbin:$PATH"
@@ -84,7 +93,7 @@ link_buildx
 # ---------------------------------------------------------------------------------------------
 phase_stash() {
   local part manifest
-  for part in "$REPO"/.gpu/e2e/part-*; do
+  for part in "$INPUTS"/part-*; do
     [ -d "$part" ] || continue
     mkdir -p "$E2E/pieces"
     tar -C "$part" --exclude=./MANIFEST.json -cf - . | tar -C "$E2E/pieces" -xf -
@@ -92,7 +101,7 @@ phase_stash() {
     cp "$manifest" "$E2E/MANIFEST.json"
     log "stash: took $(basename "$part")"
   done
-  [ -f "$E2E/MANIFEST.json" ] || { log "stash: no part carried and none taken before"; return 1; }
+  [ -f "$E2E/MANIFEST.json" ] || { log "stash: no part in $INPUTS and none taken before"; return 1; }
   "$PY" - "$E2E/MANIFEST.json" "$E2E/pieces" "$STASH" <<'EOF'
 import hashlib, json, os, sys
 manifest, pieces, stash = sys.argv[1:]
@@ -200,7 +209,7 @@ phase_ansible() {
   log "ansible: $("$E2E/ansible/bin/ansible-playbook" --version | head -1)"
 }
 
-# This machine has no iproute2: stack_service's preflight asks `ss` for the listening sockets
+# A host without iproute2 has no `ss`: stack_service's preflight asks `ss` for the listening sockets
 # (port 28000 must be free or ours); the stand-in answers with the sockets of /proc/net/tcp*
 # in LISTEN state, in `ss -H -ltn` columns (no process names: those are only read for the
 # message of a port held by someone else).
@@ -237,8 +246,8 @@ playbook() {
 phase_facts() {
   if [ -s "$E2E/facts.json" ]; then return 0; fi
   phase_ansible
-  playbook -e e2e_stage=facts >"$OUT/facts.log" 2>&1 ||
-    { tail -30 "$OUT/facts.log" >&2; return 1; }
+  playbook -e e2e_stage=facts >"$RESULTS/facts.log" 2>&1 ||
+    { tail -30 "$RESULTS/facts.log" >&2; return 1; }
   log "facts: $(json "$E2E/facts.json" '[g["name"] for g in d["gpus"]], d["cuda_architectures"], d["cuda_image_version"], d["base_build"], d["base_runtime"]')"
 }
 
@@ -256,11 +265,14 @@ phase_bases() {
     cuda=$(readlink -f /usr/local/cuda)
     compat="${cuda#/}/compat"
     log "bases: importing this machine's root file system (without /opt, /usr/local/nvidia, $compat)"
-    tar -C / --numeric-owner --one-file-system --exclude=./proc --exclude=./sys --exclude=./dev \
+    # Nor this run's own folders: the state, the inputs, the results and the repository.
+    local own=() d
+    for d in "$E2E" "$INPUTS" "$RESULTS" "$REPO"; do own+=(--exclude="./${d#/}"); done
+    tar -C / --numeric-owner --one-file-system --exclude=./proc --exclude=./sys --exclude=./dev "${own[@]}" \
       --exclude=./tmp --exclude=./run --exclude=./opt --exclude=./usr/local/nvidia \
       --exclude="./$compat" --exclude=./var/lib/docker --exclude=./var/lib/containerd \
       --exclude=./root --exclude=./home --exclude=./var/cache --exclude=./var/log \
-      --exclude=./etc/cdi --exclude=./etc/docker -cf - . 2>"$OUT/rootfs-tar.log" |
+      --exclude=./etc/cdi --exclude=./etc/docker -cf - . 2>"$RESULTS/rootfs-tar.log" |
       docker import \
         --change 'ENV PATH=/usr/local/nvidia/bin:/usr/local/cuda/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
         --change 'ENV LD_LIBRARY_PATH=/usr/local/nvidia/lib:/usr/local/nvidia/lib64' \
@@ -301,7 +313,7 @@ phase_models() {
     shape="${spec%%:*}" file="$models/$(basename "${spec#*:}")"
     [ -s "$file" ] && continue
     "$PY" "$REPO/bench/make_synthetic_gguf.py" --shape "$shape" --out "$file.part" \
-      --gguf-py "$src/llama.cpp/gguf-py" --vocab-dir "$src/llama.cpp/models" >>"$OUT/models.log" 2>&1
+      --gguf-py "$src/llama.cpp/gguf-py" --vocab-dir "$src/llama.cpp/models" >>"$RESULTS/models.log" 2>&1
     mv "$file.part" "$file"
   done
   chmod 0644 "$models"/*
@@ -327,7 +339,7 @@ print(json.dumps(files))
 EOF
     rm -f "$E2E/build.rc"
     date +%s >"$E2E/build.start"
-    # In its own session, so that it outlives this call.
+    # In its own process group (setsid), so that it outlives this invocation.
     export -f playbook standin_ss
     export REPO E2E
     setsid bash -c \
@@ -335,7 +347,7 @@ EOF
     echo $! >"$E2E/build.pid"
     log "build: started bench/gpu_e2e.yml (log: build.log)"
   fi
-  while [ ! -f "$E2E/build.rc" ] && [ "$(left)" -gt 20 ]; do sleep 5; done
+  while [ ! -f "$E2E/build.rc" ] && time_beyond 20; do sleep 5; done
   if [ ! -f "$E2E/build.rc" ]; then
     log "build: still running after $(($(date +%s) - $(cat "$E2E/build.start"))) s: $(grep -E '^#[0-9]+ ' "$LOGS/build.log" | tail -1)"
     return 0
@@ -343,11 +355,11 @@ EOF
   local rc wall
   rc=$(cat "$E2E/build.rc") wall=$(($(stat -c %Y "$E2E/build.rc") - $(cat "$E2E/build.start")))
   grep -E 'build-llama-server: (cmake flags|built|ccache)|apt-install:|Successfully|naming to|^#[0-9]+ DONE' \
-    "$LOGS/build.log" | tail -25 >"$OUT/build-summary.log" || true
+    "$LOGS/build.log" | tail -25 >"$RESULTS/build-summary.log" || true
   log "build: rc $rc after ${wall}s, image $(cat "$E2E/image.txt" 2>/dev/null || echo none)"
   [ "$rc" = 0 ] || { tail -40 "$LOGS/build.log" >&2; return 1; }
   printf '{"wall_s": %s, "image": "%s", "size_bytes": %s}\n' "$wall" "$(cat "$E2E/image.txt")" \
-    "$(docker image inspect -f '{{.Size}}' "$(cat "$E2E/image.txt")")" >"$OUT/build.json"
+    "$(docker image inspect -f '{{.Size}}' "$(cat "$E2E/image.txt")")" >"$RESULTS/build.json"
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -386,14 +398,14 @@ phase_serve() {
     docker rm -f "$name" >/dev/null 2>&1 || true
     local -a argv
     mapfile -d '' argv < <(unit_argv)
-    printf '%q ' "${argv[@]}" >"$OUT/docker-run.txt"
-    log "serve: $(cat "$OUT/docker-run.txt")"
+    printf '%q ' "${argv[@]}" >"$RESULTS/docker-run.txt"
+    log "serve: $(cat "$RESULTS/docker-run.txt")"
     date +%s >"$E2E/serve.start"
     setsid nohup "${argv[@]}" >"$LOGS/container.log" 2>&1 &
   fi
   local url key code
   url=$(proxy_url) key=$(api_key)
-  while [ "$(left)" -gt 20 ]; do
+  while time_beyond 20; do
     code=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $key" \
       -H 'Content-Type: application/json' "$url/v1/chat/completions" \
       -d '{"model":"gpt-3.5-turbo","messages":[{"role":"user","content":"hi"}],"max_tokens":4}' || true)
@@ -403,22 +415,22 @@ phase_serve() {
   done
   [ "$code" = 200 ] || { log "serve: not ready in time (last HTTP $code)"; return 1; }
   log "serve: ready after $(($(date +%s) - $(cat "$E2E/serve.start"))) s; $(docker exec "$name" supervisorctl status | tr -s ' ' | tr '\n' ';')"
-  docker exec "$name" sh -c 'grep -h -m3 -E "CUDA0|offloaded|compute capability" /logs/llamacpp-chat*.log' >"$OUT/engine-gpu.log" 2>&1 || true
-  log "serve: $(head -3 "$OUT/engine-gpu.log" | tr '\n' ' ')"
+  docker exec "$name" sh -c 'grep -h -m3 -E "CUDA0|offloaded|compute capability" /logs/llamacpp-chat*.log' >"$RESULTS/engine-gpu.log" 2>&1 || true
+  log "serve: $(head -3 "$RESULTS/engine-gpu.log" | tr '\n' ' ')"
 }
 
 phase_check() {
   local image
   image=$(cat "$E2E/image.txt")
   docker run --rm --network host --read-only --tmpfs /tmp -v "$REPO/bench:/bench:ro" \
-    -v "$REPO/observability:/observability:ro" -v "$OUT:/out" --user "$(id -u)" \
+    -v "$REPO/observability:/observability:ro" -v "$RESULTS:/out" --user "$(id -u)" \
     --entrypoint /opt/localai/venv/bin/python "$image" /bench/gpu_e2e_checks.py \
     --url "$(proxy_url)/v1" --key "$(api_key)" \
     --dashboard /observability/grafana-dashboard.json --save-dir /out \
     --engines "$(json "$E2E/facts.json" '",".join(e["program"] for e in d["engines"])')" \
-    >"$OUT/checks.json" 2>"$OUT/checks.log" ||
-    { log "check: FAILED"; cat "$OUT/checks.log" >&2; return 1; }
-  log "check: $(json "$OUT/checks.json" 'str(len(d["passed"])) + " passed: " + ", ".join(d["passed"])')"
+    >"$RESULTS/checks.json" 2>"$RESULTS/checks.log" ||
+    { log "check: FAILED"; cat "$RESULTS/checks.log" >&2; return 1; }
+  log "check: $(json "$RESULTS/checks.json" 'str(len(d["passed"])) + " passed: " + ", ".join(d["passed"])')"
 }
 
 gpu_memory() {
@@ -432,8 +444,8 @@ loadgen_levels() {
     clients="${level%%:*}" requests="${level#*:}"
     need 60 "$label at $clients clients" || return 0
     "$@" --url "$url" --concurrency "$clients" --requests "$requests" --max-tokens "$BENCH_MAX_TOKENS" \
-      --label "$label" --out "$OUT/chat.jsonl" >>"$OUT/loadgen.log" 2>&1
-    log "bench: $label, $clients clients: $(tail -1 "$OUT/chat.jsonl" | "$PY" -c 'import json,sys; r=json.loads(sys.stdin.read()); print({k: r.get(k) for k in ("aggregate_tok_s","ttft_ms_p50","errors","requests")})')"
+      --label "$label" --out "$RESULTS/chat.jsonl" >>"$RESULTS/loadgen.log" 2>&1
+    log "bench: $label, $clients clients: $(tail -1 "$RESULTS/chat.jsonl" | "$PY" -c 'import json,sys; r=json.loads(sys.stdin.read()); print({k: r.get(k) for k in ("aggregate_tok_s","ttft_ms_p50","errors","requests")})')"
   done
 }
 
@@ -441,13 +453,13 @@ phase_bench() {
   local image key name=localai-llamacpp
   image=$(cat "$E2E/image.txt") key=$(api_key)
   log "bench: GPU memory, stack serving: $(gpu_memory)"
-  echo "{\"stack_serving\": \"$(gpu_memory)\"}" >"$OUT/gpu-memory.json"
+  echo "{\"stack_serving\": \"$(gpu_memory)\"}" >"$RESULTS/gpu-memory.json"
   # Through the published port, as clients see it.
   loadgen_levels "$(proxy_url)" "container, via proxy :28000" \
     "$PY" "$REPO/bench/loadgen.py" --model gpt-3.5-turbo --api-key "$key"
   # Requests the balancer sent to each engine in that run (haproxy_server_sessions_total).
   curl -sf -H "Authorization: Bearer $key" "$(proxy_url)/balancer/metrics" \
-    >"$OUT/balancer-after-proxy.prom" || log "bench: no /balancer/metrics"
+    >"$RESULTS/balancer-after-proxy.prom" || log "bench: no /balancer/metrics"
   # The container's chat engines directly (its loopback), from a container in its network: with
   # several engines (one per GPU) the clients spread evenly over them, then one engine alone
   # (one GPU's figure at the same loads).
@@ -455,7 +467,7 @@ phase_bench() {
   engine_urls=$(json "$E2E/facts.json" '",".join("http://127.0.0.1:%d" % e["port"] for e in d["engines"] if e["kind"] == "chat")')
   first="${engine_urls%%,*}"
   local -a direct=(docker run --rm --network "container:$name" -v "$REPO/bench:/bench:ro" --user 0:0
-    -v "$OUT:$OUT" --entrypoint /opt/localai/venv/bin/python "$image" /bench/loadgen.py --model chat)
+    -v "$RESULTS:$RESULTS" --entrypoint /opt/localai/venv/bin/python "$image" /bench/loadgen.py --model chat)
   # The chat alias's balancer frontend (HAProxy, the hop between LiteLLM and the engines).
   local balancer_url
   balancer_url=$(json "$E2E/facts.json" '"".join("http://127.0.0.1:%d" % f["port"] for f in d["balancer_frontends"] if f["kind"] == "chat")')
@@ -528,7 +540,7 @@ phase_status() {
 }
 
 cleanup() {
-  for f in "$E2E"/facts.json "$E2E"/localai-llamacpp.service "$LOGS"/*; do [ -f "$f" ] && cp -f "$f" "$OUT/"; done
+  for f in "$E2E"/facts.json "$E2E"/localai-llamacpp.service "$LOGS"/*; do [ -f "$f" ] && cp -f "$f" "$RESULTS/"; done
   true
 }
 trap cleanup EXIT

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Pack what bench/gpu_e2e.sh needs on a GPU machine that has no network, into carry-sized parts.
+# Pack what bench/gpu_e2e.sh needs on a GPU host that has no network, in parts of a set size
+# (for transfers that limit one file or one folder).
 #
 # Run on a connected machine (Debian, with pip and apt), from the repository root:
 #
-#   bash bench/gpu_e2e_pack.sh [OUT_DIR]        # default OUT_DIR: .gpu/e2e
+#   bash bench/gpu_e2e_pack.sh [DEST]           # default DEST: bench-inputs/e2e (gpu_e2e.sh's INPUTS)
 #
 # What it packs (each file split into pieces of at most PART_MB, the pieces grouped in order
 # into folders part-1, part-2, ... of at most PART_MB each, with a MANIFEST of every file's
@@ -28,13 +29,13 @@
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-OUT="${1:-$REPO/.gpu/e2e}"
+DEST="$(realpath -m -- "${1:-bench-inputs/e2e}")"
 PART_MB="${PART_MB:-56}"
 SRC_ARCHIVE="${SRC_ARCHIVE:-$REPO/.cache/fixtures/llama.cpp-src.tar.gz}"
 PYTHON_VERSION="${PYTHON_VERSION:-3.12}"
 GLIBC_MINOR="${GLIBC_MINOR:-39}"
 VENV="${VENV:-$REPO/.venv}"
-WORK="$OUT/.work"
+WORK="$DEST/.work"
 # Debian 13 (trixie) packages: Docker 26 has CDI devices (25+); its binaries need glibc 2.38 at
 # most, so they run on Ubuntu 24.04 (2.39).
 DOCKER_DEBS=(docker.io containerd runc docker-cli docker-buildx)
@@ -108,7 +109,7 @@ python3 -m pip download -q --disable-pip-version-check --no-deps --require-hashe
   "${platforms[@]}" --dest "$WORK/wheels" -r "$REPO/roles/stack_image/files/requirements-stack.txt"
 tar -C "$WORK/wheels" -cf "$WORK/files/wheels.tar" .
 
-# --- Ansible for the playbook on the GPU machine ------------------------------------------------
+# --- Ansible for the playbook on the GPU host ------------------------------------------------
 mkdir -p "$WORK/ansible/wheels" "$WORK/ansible/collections/ansible_collections/community"
 python3 -m pip download -q --disable-pip-version-check --no-deps --only-binary :all: \
   --python-version "$PYTHON_VERSION" --dest "$WORK/ansible/wheels" "${ANSIBLE_PINS[@]}"
@@ -129,7 +130,7 @@ if [ ! -f "$WORK/files/llama.cpp.tar.gz" ]; then
 fi
 
 # --- split into parts ------------------------------------------------------------------------------
-python3 - "$WORK/files" "$OUT" "$PART_MB" <<'EOF'
+python3 - "$WORK/files" "$DEST" "$PART_MB" <<'EOF'
 """Split every file into pieces of at most PART_MB MiB and group them into part-N folders."""
 import hashlib, json, os, shutil, sys
 src, out, part_mb = sys.argv[1], sys.argv[2], int(sys.argv[3])

@@ -1,32 +1,35 @@
 #!/usr/bin/env python3
-"""Infinity (infinity-emb) on a GPU machine without network: direct, through LiteLLM, memory.
+"""Infinity (infinity-emb) on a GPU host without network: direct, through LiteLLM, memory.
 
-The machine runs its own PyTorch (CUDA); Infinity 0.0.78 pins older packages than the machine's
+The host runs its own PyTorch (CUDA); Infinity 0.0.78 pins older packages than the host's
 stack (sentence-transformers < 4, transformers 4.x, huggingface_hub 0.36, uvicorn < 0.33, ...).
-So its own versions are installed from carried wheels with ``pip --target`` into a folder put
-first on PYTHONPATH for Infinity only: they shadow the machine's, and torch, numpy, scipy and
-scikit-learn come from the machine. LiteLLM (the image's pins) goes into another such folder.
+So its own versions are installed from the input folder's wheels with ``pip --target`` into a
+folder put first on PYTHONPATH for Infinity only: they shadow the host's, and torch, numpy, scipy
+and scikit-learn come from the host. LiteLLM (the image's pins) goes into another such folder.
 The model is bench/make_synthetic_hf.py's multilingual-e5-small-shaped directory, linked at the
 plan's /models/multilingual-e5-small so the rendered configs apply unchanged.
 
-    python3 bench/gpu_infinity.py --carry .gpu/embed --phases setup,direct,cosine,proxy
+    python3 bench/gpu_infinity.py --inputs bench-inputs/infinity --phases setup,direct,cosine,proxy
 
-Carried (``--carry``): ``wheels-infinity/*.whl``, ``litellm-site.tar.xz`` (wheels unzipped into
-site/), ``ggml-vocab-nomic-bert-moe.gguf`` and ``config/`` (bench/render_configs.yml with the
-e5 entry as an Infinity model). Phases (each skips what is done, all within ``--deadline``):
+The input folder (``--inputs``): ``wheels-infinity/*.whl``, ``litellm-site.tar.xz`` (wheels
+unzipped into site/), ``ggml-vocab-nomic-bert-moe.gguf`` and ``config/`` (bench/render_configs.yml
+with the e5 entry as an Infinity model). Phases (each skips what is done; with ``--time-limit
+SECONDS``, setups that would not finish within that time are skipped with a message):
 
 - ``setup``: install, generate the model, read versions (``versions.json``, ``help.txt``).
 - ``direct``: per ``--batch-sizes`` value, Infinity with the plan's command line and that
   --batch-size: GPU memory idle, then loadgen levels (1x1, 16x1, 4x32, 4x128 base64; 4x128
   float), the GPU memory peak under 4x128 (``direct.jsonl``, ``watch.jsonl``, ``memory.jsonl``).
   The batch size with the most docs/s at 4x128 base64 becomes ``best.json``.
-- ``cosine``: Infinity (best batch size) against the machine's sentence-transformers, float32
+- ``cosine``: Infinity (best batch size) against the host's sentence-transformers, float32
   (bench/embed_cosine.py; ``cosine.jsonl``).
 - ``proxy``: Infinity (best) behind LiteLLM with the rendered litellm.yaml, per ``--workers``
   value, the same levels in base64 with per-process CPU (``proxy.jsonl``, ``watch.jsonl``);
   the first worker count also runs the cosine check through the proxy.
 
-Results go to ``WORK/results`` and, packed, to ``--out`` (results.tar.gz).
+Results (JSON lines, the run's log and the tails of the engines' logs) go to ``--results``
+(default ./bench-results/infinity); state (sites, model, done markers) to ``--work`` (default
+./bench-work/infinity).
 """
 
 from __future__ import annotations
@@ -34,12 +37,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import os
 import shlex
 import shutil
 import subprocess
 import sys
-import tarfile
 import threading
 import time
 import zipfile
@@ -75,14 +78,14 @@ PROXY_LEVELS = [
 ]
 
 
-class Session:
-    """Paths, the deadline and the results folder of one call."""
+class Run:
+    """Paths, the time limit and the results folder of one invocation."""
 
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
         self.began = time.monotonic()
         self.work = args.work
-        self.results = args.work / "results"
+        self.results = args.results
         self.logs = args.work / "logs"
         self.state = args.work / "state.json"
         for folder in (self.results, self.logs):
@@ -90,12 +93,15 @@ class Session:
         self.python = sys.executable
 
     def left(self) -> float:
-        return self.args.deadline - (time.monotonic() - self.began)
+        """Seconds left of --time-limit (infinite without one)."""
+        if self.args.time_limit is None:
+            return math.inf
+        return self.args.time_limit - (time.monotonic() - self.began)
 
     def have(self, seconds: float, what: str) -> bool:
         if self.left() >= seconds:
             return True
-        self.log(f"deadline: skipping {what} ({self.left():.0f} s left, needs ~{seconds:.0f} s)")
+        self.log(f"time limit: skipping {what} ({self.left():.0f} s left, needs ~{seconds:.0f} s)")
         return False
 
     def log(self, text: str) -> None:
@@ -115,7 +121,12 @@ class Session:
         self.log("$ " + shlex.join(cmd))
         limit = max(5.0, min(timeout, self.left() - 5))
         proc = subprocess.run(
-            cmd, env=env, capture_output=True, text=True, timeout=limit, check=False
+            cmd,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=None if math.isinf(limit) else limit,
+            check=False,
         )
         if proc.returncode and check:
             raise RuntimeError(f"rc {proc.returncode}: {proc.stderr[-2000:]}")
@@ -192,10 +203,10 @@ class MemoryPeak:
 # ---------------------------------------------------------------------------------------------
 
 
-def install_infinity(s: Session) -> list[str]:
-    """Infinity's own packages: pip --target, shadowing the machine's through PYTHONPATH."""
+def install_infinity(s: Run) -> list[str]:
+    """Infinity's own packages: pip --target, shadowing the host's through PYTHONPATH."""
     a = s.args
-    wheels = sorted(str(p) for p in (a.carry / "wheels-infinity").glob("*.whl"))
+    wheels = sorted(str(p) for p in (a.inputs / "wheels-infinity").glob("*.whl"))
     shutil.rmtree(a.infinity_site, ignore_errors=True)
     pip = s.run(
         [
@@ -227,7 +238,7 @@ def install_infinity(s: Session) -> list[str]:
     return [Path(w).name for w in wheels]
 
 
-def phase_setup(s: Session) -> None:
+def phase_setup(s: Run) -> None:
     a = s.args
     done = s.work / "setup.done"
     if done.is_file():
@@ -287,7 +298,7 @@ def phase_setup(s: Session) -> None:
     pipcheck = s.run([s.python, "-m", "pip", "check"], env=infinity_env(a), check=False)
     (s.results / "pip-check-infinity.txt").write_text(pipcheck.stdout + pipcheck.stderr)
     # LiteLLM: the stack's wheels, unzipped and packed.
-    packed = a.carry / "litellm-site.tar.xz"
+    packed = a.inputs / "litellm-site.tar.xz"
     if packed.is_file():
         shutil.rmtree(a.litellm_site, ignore_errors=True)
         tmp = a.litellm_site.with_name(a.litellm_site.name + ".part")
@@ -307,7 +318,7 @@ def phase_setup(s: Session) -> None:
             "--out",
             str(model),
             "--vocab",
-            str(a.carry / "ggml-vocab-nomic-bert-moe.gguf"),
+            str(a.inputs / "ggml-vocab-nomic-bert-moe.gguf"),
         ],
         env=clean_env(),
     )
@@ -333,14 +344,14 @@ def infinity_env(a: argparse.Namespace) -> dict[str, str]:
 
 
 def plan_engine(a: argparse.Namespace) -> dict[str, Any]:
-    engines = json.loads((a.carry / "config" / "engines.json").read_text())
+    engines = json.loads((a.inputs / "config" / "engines.json").read_text())
     return next(e for e in engines if e.get("engine") == "infinity")
 
 
 def infinity_command(
     a: argparse.Namespace, batch: int, extra: list[str] | None = None, port: int | None = None
 ) -> tuple[list[str], str]:
-    """The plan's Infinity command line with this --batch-size (binary from the carried site),
+    """The plan's Infinity command line with this --batch-size (binary from the installed site),
     ``extra`` flags replacing or adding to the plan's, on ``port`` if given."""
     engine = plan_engine(a)
     args = ns.override_args(engine["args"], ["--batch-size", str(batch)])
@@ -361,7 +372,7 @@ def infinity_command(
 
 
 def launch_infinity(
-    s: Session,
+    s: Run,
     batch: int,
     name: str,
     *,
@@ -394,14 +405,14 @@ def launch_infinity(
     return proc, url
 
 
-def wait_infinity(s: Session, proc: dict[str, Any], url: str) -> None:
+def wait_infinity(s: Run, proc: dict[str, Any], url: str) -> None:
     ns.wait_ready(proc, url + "/health", min(240, s.left() - 10))
     proc["ready_s"] = round(time.monotonic() - proc["began"], 1)
     s.log(f"{proc['name']} ready in {proc['ready_s']} s: {shlex.join(proc['cmd'])}")
 
 
 def start_infinity(
-    s: Session,
+    s: Run,
     batch: int,
     name: str | None = None,
     extra: list[str] | None = None,
@@ -414,14 +425,14 @@ def start_infinity(
     return proc, url
 
 
-def stop_named(s: Session, prefix: str) -> None:
+def stop_named(s: Run, prefix: str) -> None:
     procs = ns.load_state(s.state)
     ns.stop_processes([p for p in procs if p["name"].startswith(prefix)], grace=15)
     ns.save_state(s.state, [p for p in procs if not p["name"].startswith(prefix)])
 
 
 def run_levels(
-    s: Session,
+    s: Run,
     setup: str,
     url: str,
     *,
@@ -433,7 +444,7 @@ def run_levels(
     first_index: int = 0,
 ) -> bool:
     """Each level through native_stack.py loadgen (request numbers never repeat); False when
-    the deadline cut the list short."""
+    the time limit cut the list short."""
     index = first_index
     for name, clients, count, batch, encoding in levels:
         requests = max(clients * 2, int(count * s.args.scale))
@@ -487,7 +498,7 @@ def run_levels(
     return True
 
 
-def best_batch(s: Session) -> int:
+def best_batch(s: Run) -> int:
     best = s.results / "best.json"
     if s.args.best:
         return s.args.best
@@ -503,7 +514,7 @@ def best_batch(s: Session) -> int:
     return pick
 
 
-def phase_direct(s: Session) -> None:
+def phase_direct(s: Run) -> None:
     for batch in s.args.batch_sizes:
         if (s.work / f"direct-b{batch}.done").is_file():
             s.log(f"direct b{batch}: done earlier")
@@ -543,7 +554,7 @@ def phase_direct(s: Session) -> None:
             (s.work / f"direct-b{batch}.done").write_text("ok\n")
 
 
-def ensure_infinity(s: Session, batch: int) -> str:
+def ensure_infinity(s: Run, batch: int) -> str:
     for proc in ns.load_state(s.state):
         if proc["name"] == f"infinity-b{batch}" and ns.alive(proc["pid"], proc["marker"]):
             return infinity_command(s.args, batch)[1]
@@ -551,7 +562,7 @@ def ensure_infinity(s: Session, batch: int) -> str:
     return start_infinity(s, batch)[1]
 
 
-def cosine(s: Session, url: str, model: str, label: str, api_key: str | None = None) -> None:
+def cosine(s: Run, url: str, model: str, label: str, api_key: str | None = None) -> None:
     cmd = [
         s.python,
         str(BENCH / "embed_cosine.py"),
@@ -576,7 +587,7 @@ def cosine(s: Session, url: str, model: str, label: str, api_key: str | None = N
         s.log(proc.stderr[-2000:])
 
 
-def phase_cosine(s: Session) -> None:
+def phase_cosine(s: Run) -> None:
     if (s.work / "cosine.done").is_file() or not s.have(60, "cosine"):
         return
     batch = best_batch(s)
@@ -585,8 +596,8 @@ def phase_cosine(s: Session) -> None:
     (s.work / "cosine.done").write_text("ok\n")
 
 
-def start_litellm(s: Session, config: Path, workers: int) -> str:
-    """LiteLLM as `native_stack.py start --proxy` starts it, from the carried site; its key."""
+def start_litellm(s: Run, config: Path, workers: int) -> str:
+    """LiteLLM as `native_stack.py start --proxy` starts it, from the installed site; its key."""
     a = s.args
     env_file = ns.parse_env_file((config / "stack.env").read_text())
     stop_named(s, "litellm")
@@ -617,10 +628,10 @@ def start_litellm(s: Session, config: Path, workers: int) -> str:
     return env_file["LITELLM_MASTER_KEY"]
 
 
-def phase_proxy(s: Session) -> None:
+def phase_proxy(s: Run) -> None:
     a = s.args
     batch = best_batch(s)
-    config = a.carry / "config"
+    config = a.inputs / "config"
     for i, workers in enumerate(a.workers):
         if (s.work / f"proxy-w{workers}.done").is_file():
             continue
@@ -664,7 +675,7 @@ VARIANT_LEVELS = [
 ]
 
 
-def phase_variants(s: Session) -> None:
+def phase_variants(s: Run) -> None:
     batch = best_batch(s)
     for name, (extra, env_extra) in VARIANTS.items():
         if (s.work / f"variant-{name}.done").is_file() or not s.have(80, f"variant {name}"):
@@ -685,7 +696,7 @@ def phase_variants(s: Session) -> None:
             (s.work / f"variant-{name}.done").write_text("ok\n")
 
 
-def ensure_engines(s: Session, batch: int, count: int) -> list[str]:
+def ensure_engines(s: Run, batch: int, count: int) -> list[str]:
     """``count`` Infinity engines with the plan's flags on ports 8080.. (all on the one GPU)."""
     base = s.args.port or int(ns.option_value(plan_engine(s.args)["args"], "--port") or 8080)
     names = [f"infinity-e{i}-b{batch}" for i in range(count)]
@@ -711,7 +722,7 @@ def ensure_engines(s: Session, batch: int, count: int) -> list[str]:
     return urls
 
 
-def phase_engines(s: Session) -> None:
+def phase_engines(s: Run) -> None:
     """Several Infinity engines on the GPU, the clients shared over them (no proxy)."""
     batch, count = best_batch(s), s.args.engines
     if (s.work / "engines.done").is_file() or not s.have(90, f"{count} engines"):
@@ -731,12 +742,12 @@ def phase_engines(s: Session) -> None:
         (s.work / "engines.done").write_text("ok\n")
 
 
-def config_with_deployments(s: Session, urls: list[str]) -> Path:
+def config_with_deployments(s: Run, urls: list[str]) -> Path:
     """A copy of the rendered config whose embedding alias has one deployment per engine
     (LiteLLM's router shares requests over them; the product puts HAProxy there)."""
-    import yaml  # noqa: PLC0415 - the machine's PyYAML
+    import yaml  # noqa: PLC0415 - the host's PyYAML
 
-    src = s.args.carry / "config"
+    src = s.args.inputs / "config"
     dst = s.work / f"config-{len(urls)}-engines"
     shutil.rmtree(dst, ignore_errors=True)
     shutil.copytree(src, dst)
@@ -755,7 +766,7 @@ def config_with_deployments(s: Session, urls: list[str]) -> Path:
     return dst
 
 
-def phase_proxy_engines(s: Session) -> None:
+def phase_proxy_engines(s: Run) -> None:
     """LiteLLM (--proxy-engines-workers) in front of --engines Infinity engines."""
     a = s.args
     batch, count, workers = best_batch(s), a.engines, a.proxy_engines_workers
@@ -779,8 +790,8 @@ def phase_proxy_engines(s: Session) -> None:
         (s.work / "proxy-engines.done").write_text("ok\n")
 
 
-def pack(s: Session) -> None:
-    """Results and the tails of the logs, as one file in --out."""
+def pack(s: Run) -> None:
+    """The tails of the logs, beside the results."""
     logs = s.results / "logs"
     logs.mkdir(exist_ok=True)
     for log in s.logs.rglob("*.log"):
@@ -789,10 +800,6 @@ def pack(s: Session) -> None:
         (logs / str(log.relative_to(s.logs)).replace("/", "_")).write_text(
             "\n".join([*keep[:80], "...", *keep[-80:]]) + "\n"
         )
-    if s.args.out:
-        s.args.out.mkdir(parents=True, exist_ok=True)
-        with tarfile.open(s.args.out / "results.tar.gz", "w:gz") as tar:
-            tar.add(s.results, arcname="results")
 
 
 def parse_ints(text: str) -> list[int]:
@@ -801,29 +808,43 @@ def parse_ints(text: str) -> list[int]:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--carry", type=Path, required=True)
-    p.add_argument("--work", type=Path, default=Path("/tmp/ib"))
+    p.add_argument(
+        "--inputs",
+        type=Path,
+        default=Path("bench-inputs/infinity"),
+        help="input folder: wheels-infinity/, litellm-site.tar.xz, the vocab, config/",
+    )
+    p.add_argument("--results", type=Path, default=Path("bench-results/infinity"))
+    p.add_argument("--work", type=Path, default=Path("bench-work/infinity"), help="state")
     p.add_argument("--phases", default="setup,direct,cosine,proxy")
     p.add_argument("--batch-sizes", type=parse_ints, default=[32, 64, 128])
     p.add_argument("--workers", type=parse_ints, default=[1, 8, 16])
-    p.add_argument("--deadline", type=float, default=560)
+    p.add_argument(
+        "--time-limit",
+        type=float,
+        metavar="SECONDS",
+        help="skip setups that would not finish within this many seconds (default: no limit)",
+    )
     p.add_argument("--device", default="cuda")
     p.add_argument("--scale", type=float, default=1.0, help="request counts x this")
     p.add_argument("--processes", type=int, default=4, help="loadgen driver processes")
-    p.add_argument("--infinity-site", type=Path, default=Path("/tmp/isite"))
-    p.add_argument("--litellm-site", type=Path, default=Path("/tmp/lsite"))
+    p.add_argument("--infinity-site", type=Path, help="default: WORK/infinity-site")
+    p.add_argument("--litellm-site", type=Path, help="default: WORK/litellm-site")
     p.add_argument("--infinity-bin", help="an installed infinity_emb (skips the site)")
     p.add_argument("--litellm-python", help="a Python that imports litellm (default: this one)")
     p.add_argument("--port", type=int, help="Infinity's port (default: the plan's)")
     p.add_argument("--proxy-port", type=int, default=28000)
     p.add_argument("--no-models-link", dest="models_link", action="store_false")
-    p.add_argument("--out", type=Path, help="folder for results.tar.gz")
     p.add_argument("--best", type=int, help="batch size for the later phases (skip best.json)")
     p.add_argument("--engines", type=int, default=4, help="engines of phase engines")
     p.add_argument("--proxy-engines-workers", type=int, default=16)
     p.add_argument("--no-proxy-cosine", dest="proxy_cosine", action="store_false")
     args = p.parse_args(argv)
-    s = Session(args)
+    for name in ("inputs", "results", "work"):  # absolute: engines run from other folders
+        setattr(args, name, getattr(args, name).resolve())
+    args.infinity_site = (args.infinity_site or args.work / "infinity-site").resolve()
+    args.litellm_site = (args.litellm_site or args.work / "litellm-site").resolve()
+    s = Run(args)
     phases = {
         "setup": phase_setup,
         "direct": phase_direct,

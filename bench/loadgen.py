@@ -10,10 +10,10 @@ tok/s (tokens after the first / time after the first) and errors.
 Embeddings mode: 512-character Japanese documents, one per request or ``--batch`` per request,
 reporting docs/s and request latency p50/p95.
 
-Standard library only (threads + http.client with keep-alive, one connection per client): the
-GPU machine has no pip index, and at these rates (thousands of SSE events a second) threads are
-not the bottleneck. For thousands of embedding vectors a second, ``--processes`` shares the
-clients over forked driver processes; ``--url A,B`` shares them over several engines.
+Standard library only (threads + http.client with keep-alive, one connection per client): an
+offline GPU host may have no pip index, and at these rates (thousands of SSE events a second)
+threads are not the bottleneck. For thousands of embedding vectors a second, ``--processes``
+shares the clients over forked driver processes; ``--url A,B`` shares them over several engines.
 Results: one JSON object per level (``--out``, JSON Lines, appended) and a
 table on stdout; bench/plot.py draws them.
 """

@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """Write synthetic GGUF models of real shapes with random weights, for benchmarks.
 
-The GPU machine cannot download model weights, but time per token depends on the shapes, the
-quantisation and the tokenizer, not on the values of the weights. So this writes files that
-llama.cpp loads exactly like the real models:
+A GPU host without network cannot download model weights, but time per token depends on the
+shapes, the quantisation and the tokenizer, not on the values of the weights. So this writes
+files that llama.cpp loads exactly like the real models:
 
 - ``llama3-8b``: Llama-3-8B (32 layers, 4096 hidden, 14336 FFN, 32 heads, 8 KV heads, rope theta
   500000, 128256 vocab, context 8192) at Q8_0, ~8.5 GB, with the real Llama-3 tokenizer copied from
@@ -138,7 +138,7 @@ def import_gguf(path: Path | None) -> types.ModuleType:
     """Import gguf-py from ``path``, PYTHONPATH or the fixtures' source tree, in that order.
 
     gguf imports PyYAML only to parse model cards, which this script never does; a stand-in
-    module keeps it importable on machines without PyYAML (the GPU machine has no pip index).
+    module keeps it importable on machines without PyYAML (an offline host may have no pip index).
     """
     candidates = [path] if path else []
     candidates.append(DEFAULT_GGUF_PY)

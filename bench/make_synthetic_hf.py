@@ -32,7 +32,7 @@ gguf-py). The vocabulary is found through ``--vocab`` or llama.cpp's ``models/``
 make_synthetic_gguf.py finds it (``--vocab-dir``, else the fixtures' ``.cache/src/llama.cpp``).
 
     python3 bench/make_synthetic_hf.py --out models/e5-small-hf          # 0.47 GB, a few seconds
-    python3 bench/make_synthetic_hf.py --out /tmp/t --layers 1 --vocab-size 1000 --no-tokenizer
+    python3 bench/make_synthetic_hf.py --out models/t --layers 1 --vocab-size 1000 --no-tokenizer
 """
 
 from __future__ import annotations

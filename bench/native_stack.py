@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Start the rendered stack natively (no Docker): llama-server engines and the LiteLLM proxy.
 
-The GPU machine has no Docker, so the benchmark runs the same programs the image's supervisord
+Without Docker on the GPU host, the benchmark runs the same programs the image's supervisord
 runs, with the same command lines: every engine of ``engines.json`` (the project's engine plan,
 rendered by bench/render_configs.yml) as ``<llama-server> <args>``, and LiteLLM with the rendered
 ``litellm.yaml`` and the environment of ``stack.env``. Only the model paths change: the plan says
@@ -47,9 +47,11 @@ from pathlib import Path
 from typing import Any
 
 BENCH_DIR = Path(__file__).resolve().parent
-DEFAULT_LLAMA_SERVER = "/tmp/localai/bin/llama-server"
-DEFAULT_STATE = Path("/tmp/native-stack/state.json")
-DEFAULT_LOG_DIR = Path("/tmp/native-stack/logs")
+# Defaults under the current directory, where bench/gpu_native.sh keeps its state (WORK_DIR).
+DEFAULT_WORK = Path("bench-work")
+DEFAULT_LLAMA_SERVER = str(DEFAULT_WORK / "localai" / "bin" / "llama-server")
+DEFAULT_STATE = DEFAULT_WORK / "native-stack" / "state.json"
+DEFAULT_LOG_DIR = DEFAULT_WORK / "native-stack" / "logs"
 MODELS_MOUNT = "/models/"
 
 # Short and long spellings of llama-server flags, so an override written either way replaces
@@ -165,7 +167,7 @@ def _last_wins(groups: list[list[str]]) -> list[list[str]]:
 
 
 def parse_model_map(items: Iterable[str]) -> dict[str, str]:
-    """``["chat=/tmp/m/a.gguf", ...]`` -> ``{"chat": "/tmp/m/a.gguf"}``; refuses a bad item."""
+    """``["chat=models/a.gguf", ...]`` -> ``{"chat": "models/a.gguf"}``; refuses a bad item."""
     mapping: dict[str, str] = {}
     for item in items:
         key, sep, path = item.partition("=")
@@ -597,7 +599,7 @@ def worker_pids(master: int) -> list[int]:
 def connections_by_pid(port: int, pids: Iterable[int]) -> dict[int, int]:
     """Established TCP connections on a local port, counted per owning process among ``pids``.
 
-    Read from /proc (net/tcp, net/tcp6 and each process's socket fds): the GPU machine has no
+    Read from /proc (net/tcp, net/tcp6 and each process's socket fds): a host may have no
     ``ss``.
     """
     inodes: set[str] = set()

@@ -11,7 +11,7 @@ into ``--out-dir``:
 - ``embeddings-throughput.png``: docs/s against clients, one line per setup and batch size
   (only when embeddings rows are present).
 
-Needs matplotlib, which the GPU machine lacks: copy the JSON files back and plot elsewhere
+Needs matplotlib, which a GPU host may lack: copy the JSON files to a machine that has it
 (``pip install matplotlib``).
 """
 

@@ -22,8 +22,8 @@ deployment, pointed at the fake upstream (``--deployments N``: N fake upstreams,
 of the alias, like the replicas layout), plus the setup's overrides, written as JSON (YAML's
 subset) under --work-dir. Run it with the repository's .venv Python (PyYAML reads the config):
 
-    ansible-playbook bench/render_configs.yml -e out_dir=$PWD/.gpu/relay-config
-    .venv/bin/python bench/proxy_relay.py --config-dir .gpu/relay-config --out relay.jsonl
+    ansible-playbook bench/render_configs.yml -e out_dir=$PWD/bench-inputs/relay-config
+    .venv/bin/python bench/proxy_relay.py --config-dir bench-inputs/relay-config --out relay.jsonl
 """
 
 from __future__ import annotations
@@ -290,7 +290,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--proxy-python", default=str(ROOT / ".cache/litellm-venv/bin/python"), help="has litellm"
     )
-    p.add_argument("--work-dir", type=Path, default=Path("/tmp/relay-cfg"))
+    p.add_argument("--work-dir", type=Path, default=Path("bench-work/relay-config"))
     p.add_argument("--start-timeout", type=float, default=120.0)
     p.add_argument("--out", type=Path, help="append JSON rows here")
     return p
@@ -304,6 +304,7 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [s for s in names if s not in SETUPS]
     if unknown:
         p.error(f"unknown setup(s): {unknown}")
+    args.work_dir = args.work_dir.resolve()  # the proxy runs from inside it
     args.work_dir.mkdir(parents=True, exist_ok=True)
     args.stack_env = parse_env_file((args.config_dir / "stack.env").read_text(encoding="utf-8"))
     pace = ["--tokens-per-s", str(args.tokens_per_s)] if args.tokens_per_s else []

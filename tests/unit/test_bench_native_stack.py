@@ -1,6 +1,6 @@
 """Unit tests for bench/native_stack.py: argument mapping, model paths, env file, levels.
 
-The GPU machine is lent for minutes at a time, so every piece that can be wrong without a GPU
+The GPU phases run only on a GPU host, so every piece that can be wrong without a GPU
 (which flag replaces which, where a model file is found, how the per-level runs number their
 requests) is checked here, and the process handling against a tiny fake server.
 """

@@ -1,27 +1,27 @@
 #!/usr/bin/env bash
-# Benchmark session on the GPU machine (issue 5), in phases that can be chained over several
-# calls of at most 600 s each. Every phase is idempotent (it skips what is already there), keeps
-# its state under /tmp (the working tree is re-sent, at a new path, on every call) and copies the
-# results to $OUT (the folder that comes back) and /tmp/bench-results.
+# The stack run natively on a GPU host, phase by phase (issue 5): no Docker, no Ansible on the
+# host; the engines and LiteLLM from the project's rendered configs (bench/render_configs.yml).
+# Every phase is idempotent (it skips what is already there), keeps its state in WORK_DIR and
+# writes its results to RESULTS_DIR, so phases can be run one at a time or chained.
 #
-#   bash bench/gpu_session.sh PHASE [ARGS] [PHASE [ARGS]]...
+#   bash bench/gpu_native.sh PHASE [ARGS] [PHASE [ARGS]]...
 #
 # Phases:
 #   status              what is there (binary, models, configs, LiteLLM, results)
 #   build               llama-server for this GPU with the project's build script
 #                       (roles/stack_image/files/build-llama-server.sh), the architecture from
-#                       nvidia-smi through the nvidia_toolkit plugin; -> build.json. A build that
-#                       outlives the call goes on in the background: run `build` again to wait.
-#   models              synthetic Llama-3-8B Q8_0 and multilingual-e5-small GGUFs in /tmp/m
-#   litellm             install the LiteLLM wheels (.whl/*.whl) into /tmp/site, or unpack
-#                       $GPU_DIR/litellm-site.tar.xz (the same wheels, unzipped and xz-packed)
+#                       nvidia-smi through the nvidia_toolkit plugin; -> build.json. A build still
+#                       running at TIME_LIMIT goes on in the background: run `build` again to wait.
+#   models              synthetic Llama-3-8B Q8_0 and multilingual-e5-small GGUFs in WORK_DIR/models
+#   litellm             install the LiteLLM wheels ($INPUTS/wheels/*.whl) into LITELLM_SITE, or
+#                       unpack $INPUTS/litellm-site.tar.xz (the same wheels, unzipped and xz-packed)
 #   proof               the project's chat engine on the GPU: CUDA device and layer offload
 #                       lines of its log, one request; -> proof.log
 #   build_default       llama.cpp's default CUDA architecture list (issue 3) with the same
-#                       script (-a default) into /tmp/localai-default, in the background on
-#                       BUILD_DEFAULT_CPUS; each call reports its progress, the last one its
+#                       script (-a default) into WORK_DIR/localai-default, in the background on
+#                       BUILD_DEFAULT_CPUS; each run reports its progress, the last one its
 #                       time and libggml-cuda size -> build-default.json (BUILD_DEFAULT_WAIT=1:
-#                       wait for it within DEADLINE)
+#                       wait for it, within TIME_LIMIT if one is set)
 #   multigpu VARIANT... (issue 8) a whole rendered stack (engines + LiteLLM) per variant:
 #                       single-stream decode direct to its first chat engine, then chat through
 #                       the proxy at MULTI_LEVELS -> multigpu.jsonl. VARIANT: NAME=CONFIG_DIR
@@ -41,13 +41,18 @@
 #                       project=$BENCH_CONFIG; GPUS as in multigpu); PROXY_PARTS [chat embed]
 #                       picks what is measured, PROXY_DIRECT=0 skips direct chat
 #
-# Environment (defaults in brackets):
-#   DEADLINE [560]      seconds this call may use; phases and setups that would not fit are
-#                       skipped with a message instead of being killed mid-way
-#   LLAMA_SERVER [/tmp/localai/bin/llama-server]   binary the runs use
-#   GPU_DIR [<repo>/.gpu]   carried files: llama.cpp-slim.tar.xz, ggml-vocab-*.gguf[.xz], config/
-#   BENCH_CONFIG [$GPU_DIR/config]   configs rendered by bench/render_configs.yml
-#   CHAT_MODEL [/tmp/m/llama3-8b-q8_0.gguf]   EMBED_MODEL [/tmp/m/e5-small-f16.gguf]
+# Environment (defaults in brackets; relative paths are taken from the current directory):
+#   INPUTS [./bench-inputs]   input folder: llama.cpp-slim.tar.xz (top folder llama.cpp/),
+#                       ggml-vocab-*.gguf[.xz], config/, and LiteLLM as wheels/*.whl or
+#                       litellm-site.tar.xz
+#   RESULTS_DIR [./bench-results]   where the result files are written
+#   WORK_DIR [./bench-work]   state: llama.cpp source and build, llama-server, models, LiteLLM,
+#                       the started processes and their logs
+#   TIME_LIMIT [off]    seconds one invocation may take; phases and setups that would not finish
+#                       within it are skipped with a message instead of being cut off mid-way
+#   LLAMA_SERVER [WORK_DIR/localai/bin/llama-server]   binary the runs use
+#   BENCH_CONFIG [$INPUTS/config]   configs rendered by bench/render_configs.yml
+#   CHAT_MODEL [WORK_DIR/models/llama3-8b-q8_0.gguf]   EMBED_MODEL [WORK_DIR/models/e5-small-f16.gguf]
 #   CHAT_LEVELS [1:4,8:32,32:64]   clients:requests per level (warm-up: 1 request a client)
 #   CHAT_MAX_TOKENS [256]   PROXY_PORT [proxy.json's, 28000]
 #   EMBED_LEVELS [1:100,16:800]    EMBED_BATCH_LEVELS [1:20,4:80]   EMBED_BATCH [32]
@@ -55,27 +60,30 @@
 #   MULTI_LEVELS [1:4,16:64]   BUILD_DEFAULT_CPUS [all]
 #   WATCH [1]           chat levels also record CPU per process, connections per LiteLLM worker
 #                       and GPU use (native_stack.py loadgen --watch) -> watch.jsonl
-#   SETUP_SECONDS [100] budget a direct setup needs; LITELLM_SITE [/tmp/site];
-#   LITELLM_PYTHON [python3]; CUDA_ARCH (skip detection); JOBS [nproc]
+#   SETUP_SECONDS [100] time a direct setup needs (checked against TIME_LIMIT);
+#   LITELLM_SITE [WORK_DIR/litellm-site]; LITELLM_PYTHON [python3]; CUDA_ARCH (skip detection);
+#   JOBS [nproc]
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 BENCH="$REPO/bench"
-GPU_DIR="${GPU_DIR:-$REPO/.gpu}"
-CONFIG_SRC="${BENCH_CONFIG:-$GPU_DIR/config}"
-CONFIG=/tmp/bench-config
-SRC=/tmp/llama.cpp
-PREFIX="${LLAMA_PREFIX:-/tmp/localai}"
+# abspath PATH: PATH made absolute (a relative one is taken from the current directory).
+abspath() { realpath -m -- "$1"; }
+INPUTS="$(abspath "${INPUTS:-bench-inputs}")"
+RESULTS="$(abspath "${RESULTS_DIR:-bench-results}")"
+WORK="$(abspath "${WORK_DIR:-bench-work}")"
+CONFIG_SRC="${BENCH_CONFIG:-$INPUTS/config}"
+CONFIG="$WORK/config"
+SRC="$WORK/llama.cpp"
+PREFIX="${LLAMA_PREFIX:-$WORK/localai}"
 LLAMA_SERVER="${LLAMA_SERVER:-$PREFIX/bin/llama-server}"
 export LLAMA_SERVER
-MODELS=/tmp/m
+MODELS="$WORK/models"
 CHAT_MODEL="${CHAT_MODEL:-$MODELS/llama3-8b-q8_0.gguf}"
 EMBED_MODEL="${EMBED_MODEL:-$MODELS/e5-small-f16.gguf}"
-RESULTS="${BENCH_RESULTS:-/tmp/bench-results}"
-OUT="${OUT:-$RESULTS}"
-DEADLINE="${DEADLINE:-560}"
+TIME_LIMIT="${TIME_LIMIT:-}"
 PY="${PYTHON:-python3}"
-LITELLM_SITE="${LITELLM_SITE:-/tmp/site}"
+LITELLM_SITE="${LITELLM_SITE:-$WORK/litellm-site}"
 LITELLM_PYTHON="${LITELLM_PYTHON:-$PY}"
 CHAT_LEVELS="${CHAT_LEVELS:-1:4,8:32,32:64}"
 CHAT_MAX_TOKENS="${CHAT_MAX_TOKENS:-256}"
@@ -85,40 +93,46 @@ EMBED_BATCH="${EMBED_BATCH:-32}"
 EMBED_PROCESSES="${EMBED_PROCESSES:-1}"
 CHAT_PROCESSES="${CHAT_PROCESSES:-1}"
 SETUP_SECONDS="${SETUP_SECONDS:-100}"
-STATE=/tmp/native-stack/state.json
-LOGS=/tmp/native-stack/logs
+STATE="$WORK/native-stack/state.json"
+LOGS="$WORK/native-stack/logs"
 DIRECT_PORT=8190
-BUILD_LOG=/tmp/build-llama.log
-BUILD_PID=/tmp/build-llama.pid
-BUILD_RC=/tmp/build-llama.rc
-BUILD_T0=/tmp/build-llama.start
+BUILD_LOG="$WORK/build-llama.log"
+BUILD_PID="$WORK/build-llama.pid"
+BUILD_RC="$WORK/build-llama.rc"
+BUILD_T0="$WORK/build-llama.start"
 PHASES=" status build build_default models litellm proof direct embed proxy multigpu "
 MULTI_LEVELS="${MULTI_LEVELS:-1:4,16:64}"
-DEF_PREFIX=/tmp/localai-default
-DEF_BUILD=/tmp/build-default
-DEF_LOG=/tmp/build-default.log
-DEF_PID=/tmp/build-default.pid
-DEF_RC=/tmp/build-default.rc
-DEF_T0=/tmp/build-default.start
+DEF_PREFIX="$WORK/localai-default"
+DEF_BUILD="$WORK/build-default"
+DEF_LOG="$WORK/build-default.log"
+DEF_PID="$WORK/build-default.pid"
+DEF_RC="$WORK/build-default.rc"
+DEF_T0="$WORK/build-default.start"
 
 log() { printf '[%4ds] %s\n' "$SECONDS" "$*" >&2; }
-remaining() { echo $((DEADLINE - SECONDS)); }
+remaining() { echo $((TIME_LIMIT - SECONDS)); }
 
-# have_time NEED WHAT: true when NEED seconds are left; else say what is skipped.
+# time_beyond N: true without TIME_LIMIT, or while more than N seconds of it are left.
+time_beyond() { [ -z "$TIME_LIMIT" ] || [ "$(remaining)" -gt "$1" ]; }
+
+# have_time NEED WHAT: true when NEED seconds are left of TIME_LIMIT (always without one);
+# else say what is skipped.
 have_time() {
+  [ -n "$TIME_LIMIT" ] || return 0
   local left
   left=$(remaining)
   if [ "$left" -lt "$1" ]; then
-    log "budget: skipping $2 (${left}s left of DEADLINE=${DEADLINE}, needs ~${1}s); run it in the next call"
+    log "time limit: skipping $2 (${left}s left of TIME_LIMIT=${TIME_LIMIT}, needs ~${1}s); run it again"
     return 1
   fi
 }
 
-# bounded CMD...: run CMD with the time that is left (minus a margin to stop and copy results).
+# bounded CMD...: run CMD, with TIME_LIMIT within the time that is left (minus a margin to stop).
 bounded() {
+  [ -n "$TIME_LIMIT" ] || { "$@"; return; }
   local left=$(($(remaining) - 10))
   if [ "$left" -lt 5 ]; then
-    log "budget: no time left for: $*"
+    log "time limit: no time left for: $*"
     return 124
   fi
   timeout -k 5 "$left" "$@"
@@ -127,22 +141,14 @@ bounded() {
 NS=("$PY" "$BENCH/native_stack.py")
 ns() { "${NS[@]}" "$@"; }
 
-sync_out() {
-  mkdir -p "$RESULTS" "$OUT"
-  if [ "$(cd "$OUT" && pwd)" != "$(cd "$RESULTS" && pwd)" ]; then
-    find "$RESULTS" -maxdepth 1 -type f -exec cp -f {} "$OUT/" \;
-  fi
-}
-
 cleanup() {
   if [ -s "$STATE" ] && grep -q '"pid"' "$STATE"; then ns stop --state "$STATE" >/dev/null || true; fi
-  sync_out
 }
 trap cleanup EXIT
 
 extract_source() {
   if [ -f "$SRC/CMakeLists.txt" ]; then return 0; fi
-  local tarball="$GPU_DIR/llama.cpp-slim.tar.xz"
+  local tarball="$INPUTS/llama.cpp-slim.tar.xz"
   [ -f "$tarball" ] || { log "no llama.cpp source: $SRC is empty and $tarball is missing"; return 1; }
   log "extracting $tarball to $SRC"
   rm -rf "$SRC.part" && mkdir -p "$SRC.part"
@@ -155,7 +161,7 @@ copy_config() {
     rm -rf "$CONFIG" && mkdir -p "$CONFIG" && cp -a "$CONFIG_SRC/." "$CONFIG/"
   fi
   [ -f "$CONFIG/engines.json" ] || {
-    log "no rendered configs: run bench/render_configs.yml -e out_dir=<repo>/.gpu/config first"
+    log "no rendered configs: run bench/render_configs.yml -e out_dir=$INPUTS/config first"
     return 1
   }
 }
@@ -240,32 +246,33 @@ phase_build() {
     gpu_json=$(detect_gpu)
     arch="${CUDA_ARCH-$("$PY" -c 'import json,sys; print(json.loads(sys.argv[1])["arch"])' "$gpu_json")}"
     log "build: GPUs $gpu_json"
-    echo "$gpu_json" >/tmp/build-llama.gpu.json
+    echo "$gpu_json" >"$WORK/build-llama.gpu.json"
     extract_source
-    cuda_toolchain "/tmp/build-sm$arch"
+    cuda_toolchain "$WORK/build-sm$arch"
     [ -f "$BUILD_T0" ] || date +%s >"$BUILD_T0"
     echo $(( $(cat "$BUILD_T0.n" 2>/dev/null || echo 0) + 1 )) >"$BUILD_T0.n"
     rm -f "$BUILD_RC"
     log "build: sm_$arch into $PREFIX (log $BUILD_LOG); nvcc: $(command -v nvcc || echo none)"
-    # Its own session: if this call ends first, the build may go on; `build` again waits for
-    # it, or (if it was stopped) resumes it incrementally in the same build directory.
+    # Its own process group (setsid): if this run stops first (TIME_LIMIT), the build goes on;
+    # `build` again waits for it, or (if it was stopped) resumes it incrementally in the same
+    # build directory.
     setsid bash -c '"$@"; echo $? >'"$BUILD_RC" build \
-      "$REPO/roles/stack_image/files/build-llama-server.sh" -s "$SRC" -b "/tmp/build-sm$arch" \
+      "$REPO/roles/stack_image/files/build-llama-server.sh" -s "$SRC" -b "$WORK/build-sm$arch" \
       -p "$PREFIX" -a "$arch" -j "${JOBS:-$(nproc)}" >>"$BUILD_LOG" 2>&1 </dev/null &
     pid=$!
     echo "$pid" >"$BUILD_PID"
   fi
   while kill -0 "$pid" 2>/dev/null; do
-    if [ "$(remaining)" -lt 20 ]; then
-      log "budget: build still running (pid $pid); last line: $(tail -1 "$BUILD_LOG" | cut -c1-150)"
-      log "run 'build' again in the next call to wait for it (or resume it if it was stopped)"
+    if ! time_beyond 20; then
+      log "time limit: build still running (pid $pid); last line: $(tail -1 "$BUILD_LOG" | cut -c1-150)"
+      log "run 'build' again to wait for it (or resume it if it was stopped)"
       return 0
     fi
     sleep 5
   done
   wait "$pid" 2>/dev/null || true
   local rc
-  rc=$(cat "$BUILD_RC" 2>/dev/null || echo "none (stopped with the previous call)")
+  rc=$(cat "$BUILD_RC" 2>/dev/null || echo "none (stopped before it finished)")
   if [ "$rc" != 0 ]; then
     rm -f "$BUILD_PID"
     log "build: FAILED or stopped (rc $rc); last lines of $BUILD_LOG (run 'build' again to resume):"
@@ -275,7 +282,7 @@ phase_build() {
   rm -f "$BUILD_PID"
   tail -4 "$BUILD_LOG" >&2
   "$LLAMA_SERVER" --version >&2
-  write_build_json "$(cat /tmp/build-llama.gpu.json)" $(( $(date +%s) - $(cat "$BUILD_T0") )) \
+  write_build_json "$(cat "$WORK/build-llama.gpu.json")" $(( $(date +%s) - $(cat "$BUILD_T0") )) \
     "$(cat "$BUILD_T0.n")"
 }
 
@@ -295,7 +302,7 @@ phase_build_default() {
     echo "$pid" >"$DEF_PID"
   fi
   if [ "${BUILD_DEFAULT_WAIT:-0}" = 1 ]; then
-    while kill -0 "$pid" 2>/dev/null && [ "$(remaining)" -gt 30 ]; do sleep 5; done
+    while kill -0 "$pid" 2>/dev/null && time_beyond 30; do sleep 5; done
   fi
   local elapsed progress
   elapsed=$(($(date +%s) - $(cat "$DEF_T0")))
@@ -333,11 +340,11 @@ PYEOF
 }
 
 phase_models() {
-  local vocab=/tmp/vocab f
+  local vocab="$WORK/vocab" f
   mkdir -p "$vocab" "$(dirname "$CHAT_MODEL")" "$(dirname "$EMBED_MODEL")"
   for f in ggml-vocab-llama-bpe.gguf ggml-vocab-nomic-bert-moe.gguf; do
-    if [ ! -f "$vocab/$f" ] && [ -f "$GPU_DIR/$f" ]; then cp "$GPU_DIR/$f" "$vocab/$f"; fi
-    if [ ! -f "$vocab/$f" ] && [ -f "$GPU_DIR/$f.xz" ]; then xz -dc "$GPU_DIR/$f.xz" >"$vocab/$f"; fi
+    if [ ! -f "$vocab/$f" ] && [ -f "$INPUTS/$f" ]; then cp "$INPUTS/$f" "$vocab/$f"; fi
+    if [ ! -f "$vocab/$f" ] && [ -f "$INPUTS/$f.xz" ]; then xz -dc "$INPUTS/$f.xz" >"$vocab/$f"; fi
   done
   local shape out vfile vdir
   for spec in "llama3-8b:$CHAT_MODEL:ggml-vocab-llama-bpe.gguf" \
@@ -345,7 +352,7 @@ phase_models() {
     IFS=: read -r shape out vfile <<<"$spec"
     if [ -s "$out" ]; then log "models: $out exists, skipping"; continue; fi
     extract_source
-    # The vocab carried in $GPU_DIR, else the one in the source tree's models/ folder.
+    # The vocab from $INPUTS, else the one in the source tree's models/ folder.
     vdir="$vocab"
     [ -f "$vocab/$vfile" ] || vdir="$SRC/models"
     have_time 60 "model $shape" || return 0
@@ -361,10 +368,10 @@ phase_litellm() {
     log "litellm: importable from $LITELLM_SITE, skipping"
     return 0
   fi
-  local wheels=("$REPO"/.whl/*.whl) packed="$GPU_DIR/litellm-site.tar.xz"
+  local wheels=("$INPUTS"/wheels/*.whl) packed="$INPUTS/litellm-site.tar.xz"
   if [ ! -f "${wheels[0]}" ] && [ -f "$packed" ]; then
-    # The wheels unpacked and xz-packed (37 MB instead of 58): fits one call's carry with the
-    # llama.cpp source. Built with: unzip every wheel into site/, tar -cJf litellm-site.tar.xz site
+    # The wheels unpacked and xz-packed (37 MB instead of 58). Built with: unzip every wheel
+    # into site/, tar -cJf litellm-site.tar.xz site
     log "litellm: unpacking $packed into $LITELLM_SITE"
     rm -rf "$LITELLM_SITE.part" && mkdir -p "$LITELLM_SITE.part"
     tar -C "$LITELLM_SITE.part" -xJf "$packed"
@@ -373,7 +380,7 @@ phase_litellm() {
       'import importlib.metadata as m, litellm.proxy.proxy_cli; print("litellm", m.version("litellm"))'
     return
   fi
-  [ -f "${wheels[0]}" ] || { log "litellm: no wheels in $REPO/.whl (nor $packed)"; return 1; }
+  [ -f "${wheels[0]}" ] || { log "litellm: no wheels in $INPUTS/wheels (nor $packed)"; return 1; }
   log "litellm: installing ${#wheels[@]} wheels into $LITELLM_SITE"
   "$PY" -m pip install -q --no-index --no-deps --no-compile --upgrade --target "$LITELLM_SITE" \
     "${wheels[@]}"
@@ -538,7 +545,7 @@ PYEOF
 # litellm_ready CONFIG_DIR: LiteLLM imports, and knows to stay offline.
 litellm_ready() {
   if ! PYTHONPATH="$LITELLM_SITE${PYTHONPATH:+:$PYTHONPATH}" "$LITELLM_PYTHON" -c 'import litellm.proxy.proxy_cli' 2>/dev/null; then
-    log "litellm does not import from $LITELLM_SITE; run the 'litellm' phase (wheels in .whl/)"
+    log "litellm does not import from $LITELLM_SITE; run the 'litellm' phase (wheels in \$INPUTS/wheels/)"
     return 1
   fi
   # LiteLLM 1.108 fetches a Llama-3 tokenizer from Hugging Face for models named like Llama-3,
@@ -556,14 +563,14 @@ parse_variant() {
   if [[ "$dir" == *:* ]]; then gpus="${dir#*:}" dir="${dir%%:*}"; fi
 }
 
-# stack_up NAME DIR GPUS: a rendered config copied to /tmp/bench-config-NAME, its engines and
+# stack_up NAME DIR GPUS: a rendered config copied to WORK_DIR/config-NAME, its engines and
 # LiteLLM started by native_stack.py (GPUS: CUDA_VISIBLE_DEVICES for the whole stack, 'all'
 # for every GPU, empty to keep the caller's). Sets cfg, key, endpoints and the variables of
 # stack_endpoints in the caller's scope; returns 1 (with the logs' tails) if it did not start.
 stack_up() {
   local name="$1" dir="$2" gpus="$3"
-  [[ "$dir" == /* ]] || dir="$REPO/$dir"
-  cfg="/tmp/bench-config-$name"
+  dir="$(abspath "$dir")"
+  cfg="$WORK/config-$name"
   rm -rf "$cfg" && mkdir -p "$cfg" && cp -a "$dir/." "$cfg/"
   litellm_ready "$cfg" || return 1
   endpoints=$(
@@ -699,7 +706,7 @@ phase_proxy() {
 }
 
 main() {
-  [ "$#" -gt 0 ] || { sed -n '2,36p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+  [ "$#" -gt 0 ] || { sed -n '2,65p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
   mkdir -p "$RESULTS" "$LOGS"
   local status=0 rc
   while [ "$#" -gt 0 ]; do
@@ -715,9 +722,8 @@ main() {
     rc=$?
     set -e
     if [ "$rc" != 0 ]; then status=1; log "phase $phase FAILED (rc $rc)"; fi
-    sync_out
   done
-  log "done in ${SECONDS}s; results in $RESULTS (copied to $OUT)"
+  log "done in ${SECONDS}s; results in $RESULTS"
   return "$status"
 }
 
