@@ -239,7 +239,7 @@ EOF
 
 playbook() {
   command -v ss >/dev/null || [ -x "$E2E/standin-bin/ss" ] || standin_ss
-  (cd "$REPO" && PATH="$PATH:$E2E/standin-bin" ANSIBLE_COLLECTIONS_PATH="$E2E/ansible-src/collections" ANSIBLE_FORCE_COLOR=0 \
+  (cd "$REPO" && PATH="$PATH:$E2E/standin-bin" ANSIBLE_COLLECTIONS_PATH="$REPO/collections:$E2E/ansible-src/collections" ANSIBLE_FORCE_COLOR=0 \
     "$E2E/ansible/bin/ansible-playbook" -i localhost, bench/gpu_e2e.yml "$@")
 }
 
