@@ -117,7 +117,29 @@ def test_tags_models_swaps_the_engine_and_keeps_the_image(host, before):
     assert status == 200, f"the stack does not serve after --tags models: {status} {body}"
 
 
-def test_tags_models_refuses_models_the_image_cannot_serve(host, before):
+@pytest.fixture
+def only_the_serving_image(host):
+    """Untag every other stack image of the target's Docker engine for the test, then put back.
+
+    The refusal is right only while the image the other model list needs is not built; an engine
+    that has served other lists (the demo lends this scenario's volume) may hold it, and then
+    going on is right. Untagging keeps the layers: the tags come back as they were.
+    """
+    serving = image_id(host)
+    listed = host.check_output(
+        "docker images --no-trunc --format '{{.Repository}}:{{.Tag}} {{.ID}}' localai-llamacpp"
+    )
+    held = [line.split()[0] for line in listed.splitlines() if line.split()[1] != serving]
+    for number, tag in enumerate(held):
+        host.run_expect([0], f"docker tag {tag} localai-llamacpp-held:{number}")
+        host.run_expect([0], f"docker rmi {tag}")
+    yield
+    for number, tag in enumerate(held):
+        host.run_expect([0], f"docker tag localai-llamacpp-held:{number} {tag}")
+        host.run_expect([0], f"docker rmi localai-llamacpp-held:{number}")
+
+
+def test_tags_models_refuses_models_the_image_cannot_serve(host, before, only_the_serving_image):
     started = started_at(host)
     programs = host.file(PROGRAMS).content_string
     without_infinity = json.dumps({"localai_models": "{{ __test_models }}"})
